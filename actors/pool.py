@@ -1,0 +1,167 @@
+"""SessionPool: starts session actors ahead of time, hands them out, and cleans up after them.
+
+A session actor is a separate process that takes about a second to start, so a few are kept
+warm. Each actor is named `session:<id>` in the `digital_human` namespace, so any ingress
+replica can reach it by id. The pool enforces the session cap, keeps only token hashes, and
+awaits each active actor's `wait_closed()`: whatever ends a session (DELETE, the peer leaving,
+a TTL), its actor is then killed, so no process or peer connection outlives it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from actors.errors import CapacityError, InvalidChoice, SessionForbidden, SessionNotFound
+from actors.session import SessionActor, actor_name, token_hash
+from serve_app.config import SESSION_NAMESPACE, Character, Profile
+
+log = logging.getLogger(__name__)
+
+RemoteSession = ray.remote(SessionActor)
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class _Active:
+    handle: Any
+    token_hash: str
+    reaper: asyncio.Task | None = None
+
+
+class SessionPool:
+    def __init__(self, profile: Profile, characters: dict[str, Character], tts: Any, lipsync: Any) -> None:
+        self._profile = profile
+        self._settings = profile.sessions
+        self._characters = characters
+        self._tts = tts
+        self._lipsync = lipsync
+        self._warm: list[tuple[str, Any]] = []
+        self._starting = 0
+        self._active: dict[str, _Active] = {}
+        self._creating = 0  # creations in flight count against the cap too
+        self._fill_task: asyncio.Task | None = None
+
+    # --- warm pool ---------------------------------------------------------------------
+    def _spawn(self) -> tuple[str, Any]:
+        session_id = uuid.uuid4().hex
+        handle = RemoteSession.options(
+            name=actor_name(session_id),
+            namespace=SESSION_NAMESPACE,
+            num_cpus=self._settings.actor_num_cpus,
+            max_concurrency=64,
+            max_restarts=0,
+        ).remote(session_id, self._profile, self._tts, self._lipsync)
+        return session_id, handle
+
+    async def _start_one(self) -> tuple[str, Any]:
+        self._starting += 1
+        try:
+            session_id, handle = self._spawn()
+            await handle.ready.remote()
+            return session_id, handle
+        finally:
+            self._starting -= 1
+
+    def fill(self) -> None:
+        """Top the warm pool up in the background (never beyond what the cap can use)."""
+        if self._fill_task is None or self._fill_task.done():
+            self._fill_task = asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        while len(self._warm) < min(
+            self._settings.warm_pool, self._settings.max_sessions - len(self._active)
+        ):
+            try:
+                self._warm.append(await self._start_one())
+            except Exception:
+                log.exception("could not start a warm session actor")
+                return
+
+    # --- sessions ---------------------------------------------------------------------
+    def count(self) -> int:
+        return len(self._active)
+
+    def warm_count(self) -> int:
+        return len(self._warm)
+
+    async def create(self, avatar: str | None, character: str | None) -> dict:
+        if len(self._active) + self._creating >= self._settings.max_sessions:
+            raise CapacityError(
+                f"all {self._settings.max_sessions} sessions are in use; retry later",
+                self._settings.retry_after_s,
+            )
+        character_id = character or self._profile.default_character
+        if character_id not in self._characters:
+            raise InvalidChoice(
+                f"unknown character {character_id!r}; available: {sorted(self._characters)}"
+            )
+        self._creating += 1
+        try:
+            session_id, handle = self._warm.pop() if self._warm else await self._start_one()
+            token = secrets.token_urlsafe(32)
+            try:
+                info = await handle.activate.remote(
+                    token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id]
+                )
+            except InvalidChoice:
+                self._warm.append((session_id, handle))  # still clean: reuse it
+                raise
+        finally:
+            self._creating -= 1
+        active = _Active(handle, token_hash(token))
+        self._active[session_id] = active
+        active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
+        self.fill()
+        log.info("session %s created (%d active)", session_id, len(self._active))
+        return {**info, "token": token}
+
+    async def delete(self, session_id: str, token: str | None) -> None:
+        active = self._active.get(session_id)
+        if active is None:
+            raise SessionNotFound(f"session {session_id} not found")
+        if not token or not hmac.compare_digest(token_hash(token), active.token_hash):
+            raise SessionForbidden()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(active.handle.close.remote("deleted"), CLOSE_TIMEOUT_S)
+        await self._drop(session_id, active)
+
+    async def _reap(self, session_id: str, active: _Active) -> None:
+        """Waits for the session to end by itself (peer gone, TTL) and removes it."""
+        try:
+            reason = await active.handle.wait_closed.remote()
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # the actor died
+            reason = f"actor died: {exc.__class__.__name__}"
+        log.info("session %s ended: %s", session_id, reason)
+        await self._drop(session_id, active)
+
+    async def _drop(self, session_id: str, active: _Active) -> None:
+        if self._active.get(session_id) is not active:
+            return
+        del self._active[session_id]
+        if active.reaper is not None and active.reaper is not asyncio.current_task():
+            active.reaper.cancel()
+        ray.kill(active.handle, no_restart=True)
+        self.fill()
+
+    async def stats(self) -> list[dict]:
+        results = await asyncio.gather(
+            *(a.handle.stats.remote() for a in self._active.values()), return_exceptions=True
+        )
+        return [r for r in results if isinstance(r, dict)]
+
+    async def shutdown(self) -> None:
+        for session_id, active in list(self._active.items()):
+            await self._drop(session_id, active)
+        for _, handle in self._warm:
+            ray.kill(handle, no_restart=True)
+        self._warm.clear()

@@ -1,0 +1,295 @@
+"""SessionActor: one per browser session. Owns the peer connection, the A/V clock and the turns.
+
+The actor is started ahead of time in a warm pool (named `session:<id>`), then activated with
+the session's token hash, avatar and character. It ends itself when the peer disconnects, when
+no peer connects in time, or after an idle TTL; the session manager awaits `wait_closed()` and
+then kills the process, so nothing outlives a session.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
+from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
+from actors.turn import Turn
+from serve_app.config import Character, Profile
+from serve_app.engines.lipsync import create_lipsync_engine
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_EVENTS = 200  # events kept for a data channel that is not open yet
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def actor_name(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+class SessionActor:
+    def __init__(self, session_id: str, profile: Profile, tts: Any, lipsync: Any) -> None:
+        self.id = session_id
+        self._profile = profile
+        self._settings = profile.sessions
+        self._tts = tts
+        self._lipsync = lipsync
+        # The session renders its own idle frames (cheap sprite compositing) so idling costs
+        # no remote calls; talking frames come from the LipSync deployment.
+        self._idle_engine = create_lipsync_engine(
+            profile.lipsync.backend, avatars_dir=profile.avatars_dir, **profile.lipsync.options
+        )
+        self._token_hash: str | None = None
+        self._avatar_id = profile.default_avatar
+        self._character: Character | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._clock: MediaClock | None = None
+        self._channel = None
+        self._pending_events: list[str] = []
+        self._turn: Turn | None = None
+        self._greeted = False
+        self._activated = 0.0
+        self._last_activity = 0.0
+        self._closed: asyncio.Future | None = None
+        self._watchdog: asyncio.Task | None = None
+        self._close_reason = ""
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def ready(self) -> bool:
+        self._closed = asyncio.get_running_loop().create_future()
+        return True
+
+    async def activate(self, token_sha256: str, avatar_id: str, character: Character) -> dict:
+        if self._token_hash is not None:
+            raise SessionConflict("session already active")
+        try:
+            self._idle_engine.idle_frame(avatar_id, 0)  # loads and checks the avatar
+        except (KeyError, ValueError) as exc:
+            raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
+        self._avatar_id = avatar_id
+        self._character = character
+        self._token_hash = token_sha256
+        self._activated = self._last_activity = time.monotonic()
+        self._clock = MediaClock(
+            idle_frame=lambda n: self._idle_engine.idle_frame(self._avatar_id, n),
+            max_frames_ahead=self._settings.max_frames_ahead,
+            on_video_sent=self._on_video_sent,
+        )
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        return {"session_id": self.id, "avatar": avatar_id, "character": character.id}
+
+    async def wait_closed(self) -> str:
+        """Resolves with the reason once the session has ended (the manager awaits this)."""
+        return await asyncio.shield(self._closed)
+
+    async def close(self, reason: str = "closed") -> None:
+        if self._closed is None or self._closed.done():
+            return
+        self._close_reason = reason
+        log.info("session %s closing: %s", self.id, reason)
+        if self._turn is not None:
+            await self._turn.cancel()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        if self._pc is not None:
+            with contextlib.suppress(Exception):
+                await self._pc.close()
+        self._closed.set_result(reason)
+
+    async def _watch(self) -> None:
+        """Ends sessions whose peer never connects or that stay idle past the TTL."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if not self._greeted and now - self._activated > self._settings.connect_timeout_s:
+                await self.close("no WebRTC connection within the connect timeout")
+                return
+            if now - self._last_activity > self._settings.idle_ttl_s:
+                await self.close("idle past the session TTL")
+                return
+
+    # --- requests (all need the token) ---------------------------------------------------
+    def _authorize(self, token: str | None) -> None:
+        if self._token_hash is None or self._closed is None or self._closed.done():
+            raise SessionNotFound(f"session {self.id} not found")
+        if not token or not hmac.compare_digest(token_hash(token), self._token_hash):
+            raise SessionForbidden()
+        self._last_activity = time.monotonic()
+
+    async def offer(self, token: str | None, sdp: str, sdp_type: str = "offer") -> dict:
+        self._authorize(token)
+        if self._pc is not None:
+            raise SessionConflict("this session already has a peer connection; create a new session")
+        pc = RTCPeerConnection(self._ice_configuration())
+        self._pc = pc
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("datachannel", self._on_datachannel)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+        except Exception as exc:
+            self._pc = None
+            with contextlib.suppress(Exception):
+                await pc.close()
+            raise BadRequest(f"malformed SDP offer: {exc or type(exc).__name__}") from None
+        self._attach_tracks(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    async def say(self, token: str | None, text: str) -> dict:
+        self._authorize(token)
+        return await self._start_turn(text, interrupt=True)
+
+    async def interrupt(self, token: str | None) -> dict:
+        self._authorize(token)
+        return {"interrupted": await self._interrupt()}
+
+    async def info(self, token: str | None) -> dict:
+        self._authorize(token)
+        return self._info()
+
+    async def stats(self) -> dict:
+        """Unauthenticated, for the manager and metrics: no secrets in here."""
+        return self._info()
+
+    def _info(self) -> dict:
+        clock = self._clock.stats if self._clock else None
+        return {
+            "session_id": self.id,
+            "avatar": self._avatar_id,
+            "character": self._character.id if self._character else None,
+            "connection": self._pc.connectionState if self._pc else "new",
+            "speaking": self._turn is not None and not self._turn.done,
+            "video_frames": clock.video_frames if clock else 0,
+            "speech_frames": clock.speech_frames if clock else 0,
+            "late_frames": clock.late_frames if clock else 0,
+        }
+
+    # --- turns ----------------------------------------------------------------------------
+    async def _start_turn(self, text: str, interrupt: bool) -> dict:
+        if interrupt:
+            await self._interrupt()
+        turn = Turn(
+            uuid.uuid4().hex[:12],
+            text,
+            voice=self._character.voice if self._character else None,
+            avatar_id=self._avatar_id,
+            tts=self._tts,
+            lipsync=self._lipsync,
+            clock=self._clock,
+            chunk_frames=self._profile.lipsync.chunk_frames,
+            on_error=lambda message: self._emit({"type": "error", "message": message}),
+        )
+        self._turn = turn
+        self._emit({"type": "state", "state": "thinking", "turn_id": turn.id})
+        turn.start()
+        asyncio.get_running_loop().create_task(self._finish_silent_turn(turn))
+        return {"turn_id": turn.id}
+
+    async def _finish_silent_turn(self, turn: Turn) -> None:
+        """A turn that produced no frames (failed, or nothing to say) ends when its task does."""
+        await turn.wait()
+        if turn.frames_queued == 0 and self._turn is turn:
+            self._end_turn(turn, interrupted=False)
+
+    async def _interrupt(self) -> bool:
+        turn = self._turn
+        if turn is None:
+            return False
+        await turn.cancel()
+        self._clock.flush()
+        self._end_turn(turn, interrupted=True)
+        return True
+
+    def _end_turn(self, turn: Turn, interrupted: bool) -> None:
+        if self._turn is not turn:
+            return
+        self._turn = None
+        self._emit({"type": "turn_end", "turn_id": turn.id, "interrupted": interrupted})
+        self._emit({"type": "state", "state": "idle"})
+
+    def _on_video_sent(self, index: int, unit: AVUnit) -> None:
+        turn = self._turn
+        if turn is None or unit.turn_id != turn.id:
+            return
+        if "first_frame_sent" not in turn.marks:
+            turn.mark("first_frame_sent")
+            self._emit({"type": "state", "state": "speaking", "turn_id": turn.id})
+            self._emit({"type": "latency", "turn_id": turn.id, "marks": dict(turn.marks)})
+        if unit.last:
+            self._end_turn(turn, interrupted=False)
+
+    # --- WebRTC ---------------------------------------------------------------------------
+    def _ice_configuration(self) -> RTCConfiguration:
+        servers = [
+            RTCIceServer(
+                urls=s.urls,
+                username=s.username,
+                credential=os.environ.get(s.credential_env) if s.credential_env else None,
+            )
+            for s in self._settings.ice_servers
+        ]
+        return RTCConfiguration(iceServers=servers)
+
+    def _attach_tracks(self, pc: RTCPeerConnection) -> None:
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" not in kinds:
+            raise BadRequest("the offer has no video m-line; add a recvonly video transceiver")
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                pc.addTrack(AvatarVideoTrack(self._clock))
+                vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/VP8"]
+                # VP8 encodes ~1.5x faster than H.264 here; the encoder bounds sessions per core.
+                with contextlib.suppress(Exception):
+                    transceiver.setCodecPreferences(vp8)
+            elif transceiver.kind == "audio":
+                pc.addTrack(AvatarAudioTrack(self._clock))
+
+    async def _on_connection_state(self) -> None:
+        state = self._pc.connectionState if self._pc else "closed"
+        log.info("session %s connection %s", self.id, state)
+        if state == "connected" and not self._greeted:
+            self._greeted = True
+            self._emit({"type": "ready", "session_id": self.id})
+            greeting = self._character.greeting if self._character else ""
+            if greeting and self._turn is None:
+                await self._start_turn(greeting, interrupt=False)
+        elif state in ("failed", "closed"):
+            await self.close(f"peer connection {state}")
+
+    def _on_datachannel(self, channel) -> None:
+        self._channel = channel
+
+        @channel.on("open")
+        def _flush() -> None:
+            self._send_pending()
+
+        if channel.readyState == "open":
+            self._send_pending()
+
+    def _emit(self, event: dict) -> None:
+        event.setdefault("t", round(time.time() * 1000))
+        self._pending_events.append(json.dumps(event))
+        del self._pending_events[:-MAX_PENDING_EVENTS]
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        for message in self._pending_events:
+            with contextlib.suppress(Exception):
+                channel.send(message)
+        self._pending_events.clear()

@@ -1,0 +1,151 @@
+"""One reply: text -> streamed TTS -> lip-sync frames -> the session's A/V queue.
+
+A turn is one asyncio task. Cancelling it (barge-in) cancels the TTS stream and the lip-sync
+call in flight; the session then flushes the clock's queue, so nothing of the turn is heard.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from actors.media import AUDIO_PER_UNIT, AUDIO_RATE, AVUnit, MediaClock
+from serve_app.engines.audio import StreamResampler, to_int16
+from serve_app.engines.lipsync.base import AUDIO_RATE as LIPSYNC_RATE
+from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
+from serve_app.engines.lipsync.visemes import VisemeTrack
+
+log = logging.getLogger(__name__)
+
+
+class Turn:
+    """Speaks `text` through the clock. `marks` holds latency marks in ms since the request."""
+
+    def __init__(
+        self,
+        turn_id: str,
+        text: str,
+        *,
+        voice: str | None,
+        avatar_id: str,
+        tts: Any,
+        lipsync: Any,
+        clock: MediaClock,
+        chunk_frames: int,
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.id = turn_id
+        self.text = text
+        self._voice = voice
+        self._avatar_id = avatar_id
+        self._tts = tts
+        self._lipsync = lipsync
+        self._clock = clock
+        self._chunk_frames = chunk_frames
+        self._on_error = on_error
+        self._started = time.monotonic()
+        self.marks: dict[str, float] = {"request": 0.0}
+        self.frames_queued = 0
+        self._task: asyncio.Task | None = None
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, round((time.monotonic() - self._started) * 1000, 1))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"turn-{self.id}")
+
+    @property
+    def done(self) -> bool:
+        return self._task is None or self._task.done()
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._speak()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed backend must not kill the session
+            log.exception("turn %s failed", self.id)
+            self._on_error(f"speech failed: {exc}")
+
+    async def _speak(self) -> None:
+        stream = self._tts.options(stream=True).stream.remote(self.text, self._voice)
+        resampler: StreamResampler | None = None
+        to_lipsync_rate = StreamResampler(AUDIO_RATE, LIPSYNC_RATE)
+        visemes = VisemeTrack()
+        timed = True
+        pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet turned into frames
+        block = self._chunk_frames * AUDIO_PER_UNIT
+        try:
+            async for chunk in stream:
+                self.mark("tts_first_audio")
+                if resampler is None:
+                    resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
+                pending = np.concatenate([pending, resampler.push(chunk.samples)])
+                if chunk.phonemes is None:
+                    timed = False
+                else:
+                    visemes.push(chunk.phonemes, chunk.sample_rate)
+                while len(pending) >= block:
+                    await self._queue_frames(pending[:block], to_lipsync_rate, visemes, timed)
+                    pending = pending[block:]
+        finally:
+            stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS replica's work
+        if resampler is None:
+            return  # nothing to say
+        pending = np.concatenate([pending, resampler.flush()])
+        pending = np.pad(pending, (0, -len(pending) % AUDIO_PER_UNIT))
+        while len(pending):
+            await self._queue_frames(
+                pending[:block], to_lipsync_rate, visemes, timed, last=len(pending) <= block
+            )
+            pending = pending[block:]
+
+    async def _queue_frames(
+        self,
+        audio48: np.ndarray,
+        to_lipsync_rate: StreamResampler,
+        visemes: VisemeTrack,
+        timed: bool,
+        last: bool = False,
+    ) -> None:
+        n = len(audio48) // AUDIO_PER_UNIT
+        audio16 = to_lipsync_rate.push(audio48)
+        audio16 = np.pad(audio16, (0, max(0, n * SAMPLES_PER_FRAME - len(audio16))))
+        chunk = LipSyncChunk(
+            avatar_id=self._avatar_id,
+            first_frame=self._clock.next_speech_index(),
+            audio=audio16[: n * SAMPLES_PER_FRAME],
+            visemes=visemes.visemes(self.frames_queued, n) if timed else None,
+        )
+        response = self._lipsync.render.remote(chunk)
+        try:
+            frames = await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        pcm = to_int16(audio48)
+        for i in range(n):
+            await self._clock.put(
+                AVUnit(
+                    frame=frames[i],
+                    audio=pcm[i * AUDIO_PER_UNIT : (i + 1) * AUDIO_PER_UNIT],
+                    turn_id=self.id,
+                    last=last and i == n - 1,
+                )
+            )
+        self.frames_queued += n

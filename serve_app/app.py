@@ -1,0 +1,33 @@
+"""build_app(args) -> the Serve application; serve_config.yaml points here.
+
+Every deployment takes its resources from the backend profile (configs/cpu.yaml or
+configs/gpu.yaml), so one YAML file decides what runs where.
+"""
+from __future__ import annotations
+
+import os
+
+from ray.serve import Application
+
+from serve_app.config import load_profile
+from serve_app.deployments.lipsync import LipSyncDeployment
+from serve_app.deployments.sessions import SessionManager
+from serve_app.deployments.tts import TTSDeployment
+from serve_app.ingress import Ingress
+
+# Model hubs are unreachable by design: never let a library try to download at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DEFAULT_PROFILE = "configs/cpu.yaml"
+
+
+def build_app(args: dict | None = None) -> Application:
+    profile = load_profile((args or {}).get("profile", DEFAULT_PROFILE))
+    tts = TTSDeployment.options(**profile.tts.deployment.as_options()).bind(
+        profile.tts.backend, profile.tts.options
+    )
+    lipsync = LipSyncDeployment.options(**profile.lipsync.deployment.as_options()).bind(
+        profile.lipsync.backend, profile.lipsync.options, profile.avatars_dir
+    )
+    manager = SessionManager.options(**profile.session_manager.as_options()).bind(profile, tts, lipsync)
+    return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync)

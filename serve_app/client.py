@@ -1,0 +1,200 @@
+"""A Python client for the session API: REST calls plus a real aiortc peer that receives the
+avatar's video and audio. Used by the integration tests and the benchmarks, and handy for
+scripting a session from another service.
+
+    async with AvatarSession("http://127.0.0.1:8000") as s:
+        await s.connect()
+        await s.say("Hello!")
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+
+@dataclass
+class ReceivedVideo:
+    t: float  # monotonic arrival time
+    pts: int
+    frame: np.ndarray | None  # RGB, kept only when the session keeps frames
+
+
+@dataclass
+class ReceivedAudio:
+    t: float
+    pts: int
+    rms: float  # of the 20 ms frame, int16 scale
+
+
+@dataclass
+class Received:
+    video: list[ReceivedVideo] = field(default_factory=list)
+    audio: list[ReceivedAudio] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, headers: httpx.Headers) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+class AvatarSession:
+    """One session. `keep_frames` decides whether received RGB frames are stored
+    (tests inspect pixels; the benchmark only counts)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        avatar: str | None = None,
+        character: str | None = None,
+        keep_frames: bool | Callable[[np.ndarray], np.ndarray] = False,
+    ) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.avatar = avatar
+        self.character = character
+        self.keep_frames = keep_frames
+        self.session_id: str | None = None
+        self.token: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.received = Received()
+        self._tasks: list[asyncio.Task] = []
+        self._event_waiters: list[tuple[Callable[[dict], bool], asyncio.Future]] = []
+        self._arrivals = asyncio.Condition()  # notified on every received frame and event
+
+    async def __aenter__(self) -> "AvatarSession":
+        await self.create()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # --- REST ---------------------------------------------------------------------------
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = await self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, str(detail), response.headers)
+        return response
+
+    async def create(self) -> dict:
+        body = {k: v for k, v in (("avatar", self.avatar), ("character", self.character)) if v}
+        created = (await self.request("POST", "/api/sessions", json=body)).json()
+        self.session_id, self.token = created["session_id"], created["token"]
+        return created
+
+    async def say(self, text: str) -> str:
+        response = await self.request(
+            "POST", f"/api/sessions/{self.session_id}/say", json={"text": text}, headers=self._auth()
+        )
+        return response.json()["turn_id"]
+
+    async def interrupt(self) -> dict:
+        return (
+            await self.request("POST", f"/api/sessions/{self.session_id}/interrupt", headers=self._auth())
+        ).json()
+
+    async def delete(self) -> None:
+        await self.request("DELETE", f"/api/sessions/{self.session_id}", headers=self._auth())
+
+    # --- WebRTC -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Offer recvonly video + audio and an events data channel; start receiving."""
+        pc = self.pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        channel = pc.createDataChannel("events")
+        channel.on("message", self._on_event)
+        pc.on("track", self._on_track)
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = (
+            await self.request(
+                "POST",
+                f"/api/sessions/{self.session_id}/offer",
+                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                headers=self._auth(),
+            )
+        ).json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    def _on_event(self, message: str) -> None:
+        event = json.loads(message)
+        event["received_at"] = time.monotonic()
+        self.received.events.append(event)
+        for predicate, future in list(self._event_waiters):
+            if not future.done() and predicate(event):
+                future.set_result(event)
+        asyncio.ensure_future(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._arrivals:
+            self._arrivals.notify_all()
+
+    async def wait_until(self, predicate: Callable[[Received], bool], timeout: float = 30) -> None:
+        """Wait until `predicate(self.received)` holds, re-checking as media and events arrive."""
+        async with self._arrivals:
+            await asyncio.wait_for(self._arrivals.wait_for(lambda: predicate(self.received)), timeout)
+
+    def _on_track(self, track) -> None:
+        consume = self._consume_video if track.kind == "video" else self._consume_audio
+        self._tasks.append(asyncio.ensure_future(consume(track)))
+
+    async def _consume_video(self, track) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                image = None
+                if self.keep_frames:
+                    image = frame.to_ndarray(format="rgb24")
+                    if callable(self.keep_frames):
+                        image = self.keep_frames(image)
+                self.received.video.append(ReceivedVideo(time.monotonic(), frame.pts, image))
+                await self._notify()
+
+    async def _consume_audio(self, track) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                pcm = frame.to_ndarray().astype(np.float32)
+                rms = float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
+                self.received.audio.append(ReceivedAudio(time.monotonic(), frame.pts, rms))
+                await self._notify()
+
+    async def wait_event(self, predicate: Callable[[dict], bool], timeout: float = 30) -> dict:
+        """The first event (already received or arriving) for which `predicate` is true."""
+        for event in self.received.events:
+            if predicate(event):
+                return event
+        future = asyncio.get_running_loop().create_future()
+        self._event_waiters.append((predicate, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._event_waiters.remove((predicate, future))
+
+    async def close(self, delete: bool = True) -> None:
+        if delete and self.session_id:
+            with contextlib.suppress(ApiError, httpx.HTTPError):
+                await self.delete()
+        if self.pc is not None:
+            await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await self.http.aclose()

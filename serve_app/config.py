@@ -1,0 +1,138 @@
+"""Declarative configuration: a backend profile (YAML) and character files, validated by pydantic.
+
+Relative paths in a profile are resolved against the project root, because Serve builds the
+application in worker processes whose working directory is not the operator's.
+Secrets never live here: a backend that needs one names the environment variable to read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SESSION_NAMESPACE = "digital_human"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or invalid; the message says which and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeploymentOptions(_Strict):
+    """Passed to `Deployment.options()`: replicas, autoscaling and `ray_actor_options`."""
+
+    num_replicas: int | str | None = None
+    max_ongoing_requests: int | None = None
+    autoscaling_config: dict[str, Any] | None = None
+    ray_actor_options: dict[str, Any] = Field(default_factory=dict)
+
+    def as_options(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class IceServer(_Strict):
+    urls: list[str]
+    username: str | None = None
+    # Name of the environment variable that holds the TURN credential (never the secret itself).
+    credential_env: str | None = None
+
+
+class SessionSettings(_Strict):
+    max_sessions: int = Field(4, ge=1)
+    warm_pool: int = Field(1, ge=0)
+    actor_num_cpus: float = Field(0.1, ge=0)
+    # A session whose peer never connects, or that sees no request for this long, is removed.
+    connect_timeout_s: float = Field(30.0, gt=0)
+    idle_ttl_s: float = Field(900.0, gt=0)
+    retry_after_s: int = Field(10, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+    # Speech frames produced ahead of the clock (40 ms each): bounds latency and memory.
+    max_frames_ahead: int = Field(12, ge=2)
+    ice_servers: list[IceServer] = Field(default_factory=list)
+
+
+class StageSettings(_Strict):
+    backend: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
+class LipSyncSettings(StageSettings):
+    backend: str = "viseme"
+    # Video frames rendered per lip-sync call (5 frames = 200 ms of audio).
+    chunk_frames: int = Field(5, ge=1, le=50)
+
+
+class Profile(_Strict):
+    """A backend profile: which engine runs each stage and with what resources."""
+
+    name: str = "cpu"
+    avatars_dir: Path = Path("avatars")
+    characters_dir: Path = Path("configs/characters")
+    default_avatar: str = "default"
+    default_character: str = "ava"
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    tts: StageSettings = Field(default_factory=lambda: StageSettings(backend="piper"))
+    lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
+    ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+    @field_validator("avatars_dir", "characters_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class Character(_Strict):
+    id: str
+    name: str
+    voice: str | None = None
+    greeting: str = ""
+    system_prompt: str = ""
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def resolve(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_profile(path: str | Path) -> Profile:
+    path = resolve(path)
+    return _validate(Profile, _read_yaml(path), path)
+
+
+def load_characters(directory: Path) -> dict[str, Character]:
+    """Every `*.yaml` in the characters folder, keyed by id."""
+    characters = {}
+    for file in sorted(directory.glob("*.yaml")):
+        character = _validate(Character, _read_yaml(file), file)
+        characters[character.id] = character
+    if not characters:
+        raise ConfigError(f"no character files (*.yaml) in {directory}")
+    return characters

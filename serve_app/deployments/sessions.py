@@ -1,0 +1,32 @@
+"""SessionManager deployment: one replica owning the session pool (cap, warm actors, cleanup)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from actors.pool import SessionPool
+from serve_app.config import Profile, load_characters
+
+
+@serve.deployment(name="SessionManager", num_replicas=1)
+class SessionManager:
+    async def __init__(self, profile: Profile, tts: Any, lipsync: Any) -> None:
+        self.pool = SessionPool(profile, load_characters(profile.characters_dir), tts, lipsync)
+        self.pool.fill()
+
+    async def create(self, avatar: str | None, character: str | None) -> dict:
+        return await self.pool.create(avatar, character)
+
+    async def delete(self, session_id: str, token: str | None) -> None:
+        await self.pool.delete(session_id, token)
+
+    async def summary(self) -> dict:
+        return {
+            "active": self.pool.count(),
+            "warm": self.pool.warm_count(),
+            "sessions": await self.pool.stats(),
+        }
+
+    async def __del__(self) -> None:
+        await self.pool.shutdown()

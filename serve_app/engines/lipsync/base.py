@@ -1,0 +1,53 @@
+"""The lip-sync stage: a chunk of speech audio in, one video frame per 40 ms out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+FPS = 25
+AUDIO_RATE = 16_000
+SAMPLES_PER_FRAME = AUDIO_RATE // FPS  # 640 samples of 16 kHz audio per video frame
+
+# Mouth shapes in the spirit of Rhubarb Lip Sync:
+# A closed (P B M), B slightly open (K S T, EE), C open (EH AE), D wide open (AA),
+# E rounded (AO ER), F puckered (UW OW W), G teeth on lip (F V), H tongue (L), X rest.
+VISEMES = ("A", "B", "C", "D", "E", "F", "G", "H", "X")
+
+
+@dataclass
+class LipSyncChunk:
+    """What one lip-sync call renders.
+
+    ``first_frame`` is the session clock's frame index of the first frame, so idle motion and
+    blinks continue seamlessly through speech. ``audio`` is float32 mono 16 kHz,
+    ``n_frames * SAMPLES_PER_FRAME`` samples long. ``visemes`` (one per frame) come from the
+    TTS phoneme timings when it has them; engines that need them derive them from ``audio``
+    otherwise.
+    """
+
+    avatar_id: str
+    first_frame: int
+    audio: np.ndarray
+    visemes: list[str] | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.audio) // SAMPLES_PER_FRAME
+
+
+class LipSyncEngine(Protocol):
+    """Every lip-sync backend implements this; backends are chosen by name in config."""
+
+    def frame_size(self, avatar_id: str) -> tuple[int, int]:
+        """(width, height) of the frames rendered for this avatar."""
+        ...
+
+    def render(self, chunk: LipSyncChunk) -> np.ndarray:
+        """Talking frames for the chunk: uint8 RGB array of shape (n_frames, H, W, 3)."""
+        ...
+
+    def idle_frame(self, avatar_id: str, index: int) -> np.ndarray:
+        """The idle frame due at clock frame ``index`` (blinks, slight motion): (H, W, 3)."""
+        ...

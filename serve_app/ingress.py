@@ -1,0 +1,183 @@
+"""FastAPI ingress deployment: the web page, the REST API and WebRTC signalling.
+
+Stateless on purpose: sessions live in their own actors, found by name, so any number of
+ingress replicas can serve any session. Every session endpoint needs the session's token
+(`Authorization: Bearer <token>`); the actor checks it against the hash it holds.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from ray import serve
+
+from actors.errors import CapacityError, SessionError, SessionNotFound
+from actors.session import actor_name
+from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
+
+WEB_DIR = PROJECT_ROOT / "web"
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+app = FastAPI(
+    title="Digital Human",
+    version="0.1.0",
+    description="Real-time lip-synced avatars over WebRTC. Session endpoints need "
+    "`Authorization: Bearer <token>` with the token returned by `POST /api/sessions`.",
+)
+app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
+
+
+class SessionCreate(BaseModel):
+    avatar: str | None = Field(None, description="avatar id from GET /api/avatars")
+    character: str | None = Field(None, description="character id from GET /api/characters")
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    token: str
+    avatar: str
+    character: str
+    ice_servers: list[dict[str, Any]]
+
+
+class Offer(BaseModel):
+    sdp: str = Field(..., min_length=1, max_length=100_000)
+    type: Literal["offer"] = "offer"
+
+
+class SayRequest(BaseModel):
+    text: str
+
+
+@app.exception_handler(SessionError)
+async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
+    # Ray re-raises actor errors as RayTaskError subclasses; `.cause` holds the original.
+    cause = getattr(exc, "cause", None) or exc
+    headers = {}
+    if isinstance(cause, CapacityError):
+        headers["Retry-After"] = str(cause.retry_after_s)
+    return JSONResponse({"detail": str(cause)}, status_code=cause.status, headers=headers)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return None
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, profile: Profile, manager: Any, lipsync: Any) -> None:
+        self._profile = profile
+        self._manager = manager
+        self._lipsync = lipsync
+        self._characters = load_characters(profile.characters_dir)
+
+    def _session(self, session_id: str):
+        if not SESSION_ID.match(session_id):
+            raise SessionNotFound(f"session {session_id} not found")
+        try:
+            return ray.get_actor(actor_name(session_id), namespace=SESSION_NAMESPACE)
+        except ValueError:
+            raise SessionNotFound(f"session {session_id} not found") from None
+
+    @app.get("/", include_in_schema=False)
+    def index(self) -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/api/health")
+    async def health(self) -> dict:
+        summary = await self._manager.summary.remote()
+        return {
+            "status": "ok",
+            "profile": self._profile.name,
+            "sessions": summary["active"],
+            "max_sessions": self._profile.sessions.max_sessions,
+            "warm_actors": summary["warm"],
+        }
+
+    @app.get("/api/avatars")
+    async def avatars(self) -> dict:
+        avatars = await self._lipsync.avatars.remote()
+        for avatar in avatars:
+            avatar["thumbnail_url"] = f"/api/avatars/{avatar['id']}/thumbnail"
+        return {"avatars": avatars, "default": self._profile.default_avatar}
+
+    @app.get("/api/avatars/{avatar_id}/thumbnail", response_class=FileResponse)
+    def thumbnail(self, avatar_id: str) -> FileResponse:
+        path = self._profile.avatars_dir / avatar_id / "thumbnail.png"
+        if not SAFE_ID.match(avatar_id) or not path.is_file():
+            raise HTTPException(404, f"no thumbnail for avatar {avatar_id!r}")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/api/characters")
+    def characters(self) -> dict:
+        return {
+            "characters": [{"id": c.id, "name": c.name} for c in self._characters.values()],
+            "default": self._profile.default_character,
+        }
+
+    @app.post("/api/sessions", status_code=201, response_model=SessionCreated)
+    async def create_session(self, body: SessionCreate | None = None) -> dict:
+        body = body or SessionCreate()
+        for kind, value in (("avatar", body.avatar), ("character", body.character)):
+            if value is not None and not SAFE_ID.match(value):
+                raise HTTPException(422, f"{kind} id must be 1-64 letters, digits, '-' or '_'")
+        created = await self._manager.create.remote(body.avatar, body.character)
+        return {**created, "ice_servers": self._ice_servers()}
+
+    def _ice_servers(self) -> list[dict]:
+        # Browsers need the TURN credential too; it comes from the environment, never the YAML.
+        servers = []
+        for server in self._profile.sessions.ice_servers:
+            entry: dict[str, Any] = {"urls": server.urls}
+            if server.username:
+                entry["username"] = server.username
+            if server.credential_env:
+                entry["credential"] = os.environ.get(server.credential_env, "")
+            servers.append(entry)
+        return servers
+
+    @app.post("/api/sessions/{session_id}/offer")
+    async def offer(
+        self, session_id: str, body: Offer, authorization: str | None = Header(None)
+    ) -> dict:
+        return await self._session(session_id).offer.remote(_bearer(authorization), body.sdp, body.type)
+
+    @app.post("/api/sessions/{session_id}/say", status_code=202)
+    async def say(
+        self, session_id: str, body: SayRequest, authorization: str | None = Header(None)
+    ) -> dict:
+        session = self._session(session_id)
+        limit = self._profile.sessions.max_text_chars
+        if not body.text.strip():
+            raise HTTPException(422, "text is empty")
+        if len(body.text) > limit:
+            raise HTTPException(422, f"text is {len(body.text)} characters; the limit is {limit}")
+        return await session.say.remote(_bearer(authorization), body.text)
+
+    @app.post("/api/sessions/{session_id}/interrupt")
+    async def interrupt(self, session_id: str, authorization: str | None = Header(None)) -> dict:
+        return await self._session(session_id).interrupt.remote(_bearer(authorization))
+
+    @app.get("/api/sessions/{session_id}")
+    async def session_info(self, session_id: str, authorization: str | None = Header(None)) -> dict:
+        return await self._session(session_id).info.remote(_bearer(authorization))
+
+    @app.delete("/api/sessions/{session_id}", status_code=204)
+    async def delete_session(
+        self, session_id: str, authorization: str | None = Header(None)
+    ) -> Response:
+        if not SESSION_ID.match(session_id):
+            raise SessionNotFound(f"session {session_id} not found")
+        await self._manager.delete.remote(session_id, _bearer(authorization))
+        return Response(status_code=204)

@@ -1,0 +1,56 @@
+"""Profiles and characters load, and bad files give errors that name the file and the field."""
+from __future__ import annotations
+
+import pytest
+
+from serve_app.config import PROJECT_ROOT, ConfigError, load_characters, load_profile
+
+
+@pytest.mark.parametrize("name", ["configs/cpu.yaml", "configs/gpu.yaml"])
+def test_shipped_profiles_load(name):
+    profile = load_profile(name)
+    assert profile.avatars_dir == PROJECT_ROOT / "avatars"
+    assert (profile.avatars_dir / profile.default_avatar / "manifest.json").is_file()
+    assert profile.default_character in load_characters(profile.characters_dir)
+
+
+def test_cpu_profile_fits_two_cores():
+    profile = load_profile("configs/cpu.yaml")
+    reserved = sum(
+        opts.ray_actor_options.get("num_cpus", 1) * (opts.num_replicas or 1)
+        for opts in (profile.tts.deployment, profile.lipsync.deployment, profile.ingress, profile.session_manager)
+    )
+    reserved += profile.sessions.actor_num_cpus * (profile.sessions.max_sessions + profile.sessions.warm_pool)
+    assert reserved <= 2
+
+
+def test_gpu_profile_gives_models_fractional_gpus():
+    profile = load_profile("configs/gpu.yaml")
+    for stage in (profile.tts, profile.lipsync):
+        assert 0 < stage.deployment.ray_actor_options["num_gpus"] < 1
+        assert stage.deployment.autoscaling_config["max_replicas"] > 1
+
+
+def test_unknown_field_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sessions:\n  max_sesions: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: sessions.max_sesions"):
+        load_profile(bad)
+
+
+def test_invalid_value_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sessions:\n  max_sessions: 0\n")
+    with pytest.raises(ConfigError, match=r"sessions.max_sessions: Input should be greater than or equal to 1"):
+        load_profile(bad)
+
+
+def test_missing_profile(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_profile(tmp_path / "nope.yaml")
+
+
+def test_character_without_id(tmp_path):
+    (tmp_path / "x.yaml").write_text("name: X\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: id: Field required"):
+        load_characters(tmp_path)

@@ -1,0 +1,86 @@
+"""The A/V clock: pairing by construction, bounded production, barge-in flush (no Ray)."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from actors.media import (
+    AUDIO_PER_PACKET,
+    AUDIO_PER_UNIT,
+    AvatarAudioTrack,
+    AvatarVideoTrack,
+    AVUnit,
+    MediaClock,
+)
+
+
+def idle(n: int) -> np.ndarray:
+    return np.full((8, 8, 3), 0, dtype=np.uint8)
+
+
+def speech_unit(k: int, turn: str = "t1", last: bool = False) -> AVUnit:
+    # Frame value and audio value both encode k, so pairing can be checked on the output.
+    return AVUnit(
+        frame=np.full((8, 8, 3), k + 1, dtype=np.uint8),
+        audio=np.full(AUDIO_PER_UNIT, (k + 1) * 100, dtype=np.int16),
+        turn_id=turn,
+        last=last,
+    )
+
+
+async def test_each_video_frame_carries_exactly_its_two_audio_packets():
+    clock = MediaClock(idle, max_frames_ahead=20)
+    for k in range(6):
+        await clock.put(speech_unit(k))
+    video, audio = AvatarVideoTrack(clock), AvatarAudioTrack(clock)
+
+    async def take(track, n):
+        return [await track.recv() for _ in range(n)]
+
+    frames, packets = await asyncio.gather(take(video, 8), take(audio, 16))
+    for n, frame in enumerate(frames):
+        value = int(frame.to_ndarray(format="rgb24")[0, 0, 0])
+        for packet in packets[2 * n : 2 * n + 2]:
+            pcm = packet.to_ndarray()
+            assert pcm.shape[-1] == AUDIO_PER_PACKET
+            assert int(pcm.flat[0]) == value * 100  # idle frames (0) pair with silence (0)
+        assert frame.pts == n * 3600
+    assert [int(f.to_ndarray(format="rgb24")[0, 0, 0]) for f in frames] == [1, 2, 3, 4, 5, 6, 0, 0]
+    assert [p.pts for p in packets] == [m * AUDIO_PER_PACKET for m in range(16)]
+
+
+async def test_producer_blocks_when_queue_is_full():
+    clock = MediaClock(idle, max_frames_ahead=3)
+    for k in range(3):
+        await clock.put(speech_unit(k))
+    blocked = asyncio.ensure_future(clock.put(speech_unit(3)))
+    await asyncio.sleep(0)  # let it run up to its wait
+    assert not blocked.done() and clock.queued() == 3
+    clock.unit(0)  # the clock consumes one unit -> space for the producer
+    await asyncio.wait_for(blocked, 1)
+    assert clock.queued() == 3
+
+
+async def test_flush_drops_queued_and_assigned_speech():
+    clock = MediaClock(idle, max_frames_ahead=10)
+    for k in range(5):
+        await clock.put(speech_unit(k))
+    assert clock.unit(0).turn_id == "t1"  # assigned to frame 0, audio not sent yet
+    assert clock.flush() == 5
+    assert clock.queued() == 0
+    assert clock.unit(0).turn_id is None  # the unsent remainder of frame 0 is idle now
+    assert clock.unit(1).turn_id is None
+
+
+async def test_video_sent_callback_sees_speech_and_last_flag():
+    seen = []
+    clock = MediaClock(idle, max_frames_ahead=10, on_video_sent=lambda n, u: seen.append((n, u.turn_id, u.last)))
+    await clock.put(speech_unit(0))
+    await clock.put(speech_unit(1, last=True))
+    video = AvatarVideoTrack(clock)
+    for _ in range(3):
+        await video.recv()
+    assert seen == [(0, "t1", False), (1, "t1", True), (2, None, False)]
+    assert clock.stats.speech_frames == 2
