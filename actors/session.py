@@ -114,6 +114,8 @@ class SessionActor:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            if self._pc is not None and self._pc.connectionState == "connected":
+                self._last_activity = now  # flowing media keeps a session alive
             if not self._greeted and now - self._activated > self._settings.connect_timeout_s:
                 await self.close("no WebRTC connection within the connect timeout")
                 return
@@ -194,6 +196,7 @@ class SessionActor:
         )
         self._turn = turn
         self._emit({"type": "state", "state": "thinking", "turn_id": turn.id})
+        self._emit({"type": "assistant_text", "text": text, "turn_id": turn.id})
         turn.start()
         asyncio.get_running_loop().create_task(self._finish_silent_turn(turn))
         return {"turn_id": turn.id}
@@ -201,7 +204,7 @@ class SessionActor:
     async def _finish_silent_turn(self, turn: Turn) -> None:
         """A turn that produced no frames (failed, or nothing to say) ends when its task does."""
         await turn.wait()
-        if turn.frames_queued == 0 and self._turn is turn:
+        if turn.frames_queued == 0 and not turn.cancelled and self._turn is turn:
             self._end_turn(turn, interrupted=False)
 
     async def _interrupt(self) -> bool:

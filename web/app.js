@@ -1,0 +1,946 @@
+/* Digital Human browser client.
+ *
+ * Plain JS, no build step, no external resources. Talks to the server's REST API
+ * (/api/...) and receives the avatar over WebRTC (video + audio tracks, plus an
+ * "events" data channel carrying JSON events).
+ *
+ * Test hooks: window.dh = {state, sessionId, pc, events, avatarState, ...}.
+ */
+(() => {
+  'use strict';
+
+  // ---------------------------------------------------------------------------
+  // Configuration
+  // ---------------------------------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const CONFIG = {
+    apiBase: '',                 // same origin
+    maxTextLength: 2000,
+    iceGatherTimeoutMs: 2000,    // server has no trickle ICE: wait for gathering, at most this
+    connectTimeoutMs: 20000,     // from offer answered to ICE connected
+    disconnectGraceMs: 5000,     // 'disconnected' may recover; give up after this
+    statsIntervalMs: 1000,
+    maxLogEntries: 500,
+    // Send the microphone (audio transceiver becomes sendrecv). Off until the server
+    // handles inbound audio; enable with ?mic=1 to try it.
+    sendMicrophone: params.get('mic') === '1',
+    preferredVideoCodecs: ['video/VP8'],
+  };
+
+  const CONN = { IDLE: 'idle', CONNECTING: 'connecting', CONNECTED: 'connected', FAILED: 'failed' };
+
+  // ---------------------------------------------------------------------------
+  // Elements
+  // ---------------------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    connState: $('conn-state'),
+    serverStatus: $('server-status'),
+    notice: $('notice'),
+    noticeText: $('notice-text'),
+    noticeClose: $('notice-close'),
+    stage: $('stage'),
+    video: $('video'),
+    placeholder: $('placeholder'),
+    placeholderImg: $('placeholder-img'),
+    placeholderFallback: $('placeholder-fallback'),
+    placeholderCaption: $('placeholder-caption'),
+    unmute: $('unmute'),
+    avatarState: $('avatar-state'),
+    stats: $('stats'),
+    latency: $('latency'),
+    assistantText: $('assistant-text'),
+    avatarSelect: $('avatar-select'),
+    avatarMeta: $('avatar-meta'),
+    characterField: $('character-field'),
+    characterSelect: $('character-select'),
+    start: $('start'),
+    stop: $('stop'),
+    form: $('say-form'),
+    text: $('text'),
+    count: $('text-count'),
+    send: $('send'),
+    interrupt: $('interrupt'),
+    log: $('log'),
+    logClear: $('log-clear'),
+  };
+
+  // ---------------------------------------------------------------------------
+  // Public state for automated tests / debugging
+  // ---------------------------------------------------------------------------
+  const dh = {
+    state: CONN.IDLE,        // connection state: idle | connecting | connected | failed
+    sessionId: null,
+    pc: null,
+    events: [],              // every event object received on the data channel
+    avatarState: 'offline',  // last {"type":"state"} value
+    ready: false,            // {"type":"ready"} received for the current session
+    channelOpen: false,
+    lastTurnId: null,
+    lastLatency: null,       // {turn_id, marks, text}
+    stats: null,             // {fps, width, height, ...} of the inbound video
+    avatars: [],
+    characters: [],
+    config: CONFIG,
+  };
+  window.dh = dh;
+
+  // Current session (null when none). `gen` guards against stale async work after Stop.
+  let session = null;
+  let generation = 0;
+
+  // ---------------------------------------------------------------------------
+  // Small helpers
+  // ---------------------------------------------------------------------------
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const pad = (n, w = 2) => String(n).padStart(w, '0');
+  function timestamp(d = new Date()) {
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  }
+
+  class ApiError extends Error {
+    constructor(message, status, retryAfter = null) {
+      super(message);
+      this.name = 'ApiError';
+      this.status = status;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  function parseRetryAfter(value) {
+    if (!value) return null;
+    const secs = Number(value);
+    if (Number.isFinite(secs)) return Math.max(0, Math.ceil(secs));
+    const date = Date.parse(value);
+    if (!Number.isNaN(date)) return Math.max(0, Math.ceil((date - Date.now()) / 1000));
+    return null;
+  }
+
+  function detailToMessage(detail) {
+    if (detail == null) return null;
+    if (typeof detail === 'string') return detail;
+    if (Array.isArray(detail)) {
+      // FastAPI validation errors: [{loc, msg, type}, ...]
+      return detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join('; ');
+    }
+    if (typeof detail === 'object' && detail.message) return String(detail.message);
+    return JSON.stringify(detail);
+  }
+
+  /** fetch JSON from the API; throws ApiError with the server's "detail" on failure. */
+  async function api(path, { method = 'GET', body, auth = false, signal, keepalive } = {}) {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (auth && session && session.token) headers.Authorization = `Bearer ${session.token}`;
+    let resp;
+    try {
+      resp = await fetch(CONFIG.apiBase + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+        keepalive,
+        cache: 'no-store',
+      });
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new ApiError(`Cannot reach the server (${err && err.message ? err.message : err})`, 0);
+    }
+    let data = null;
+    const text = resp.status === 204 ? '' : await resp.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = null; }
+    }
+    if (!resp.ok) {
+      const msg = detailToMessage(data && data.detail)
+        || (text && !data ? text.slice(0, 200) : null)
+        || `${resp.status} ${resp.statusText || 'error'}`;
+      throw new ApiError(msg, resp.status, parseRetryAfter(resp.headers.get('Retry-After')));
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Log, notice
+  // ---------------------------------------------------------------------------
+  function log(message, kind = 'info') {
+    const nearBottom = el.log.scrollHeight - el.log.scrollTop - el.log.clientHeight < 40;
+    const li = document.createElement('li');
+    li.className = `log-entry log-${kind}`;
+    const time = document.createElement('time');
+    time.textContent = timestamp();
+    const msg = document.createElement('span');
+    msg.className = 'log-msg';
+    msg.textContent = message;
+    li.append(time, msg);
+    el.log.append(li);
+    while (el.log.childElementCount > CONFIG.maxLogEntries) el.log.firstElementChild.remove();
+    if (nearBottom) el.log.scrollTop = el.log.scrollHeight;
+    if (kind === 'error') console.warn('[dh]', message); else console.debug('[dh]', message);
+  }
+
+  let noticeTimer = null;
+  function showNotice(message, kind = 'error') {
+    clearInterval(noticeTimer);
+    noticeTimer = null;
+    el.notice.dataset.kind = kind;
+    el.noticeText.textContent = message;
+    el.notice.hidden = false;
+  }
+  function hideNotice() {
+    clearInterval(noticeTimer);
+    noticeTimer = null;
+    el.notice.hidden = true;
+    el.noticeText.textContent = '';
+  }
+  function showBusyNotice(seconds) {
+    let left = seconds == null ? null : seconds;
+    const render = () => {
+      el.noticeText.textContent = left == null
+        ? 'Server busy, please retry shortly'
+        : (left > 0 ? `Server busy, retry in ${left} s` : 'Server busy, you can retry now');
+    };
+    showNotice('', 'warn');
+    render();
+    if (left != null && left > 0) {
+      noticeTimer = setInterval(() => {
+        left -= 1;
+        render();
+        if (left <= 0) { clearInterval(noticeTimer); noticeTimer = null; }
+      }, 1000);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // UI state
+  // ---------------------------------------------------------------------------
+  function setConnState(state) {
+    dh.state = state;
+    el.connState.textContent = state;
+    el.connState.dataset.state = state;
+    el.stage.dataset.conn = state;
+    updateControls();
+  }
+
+  function setAvatarState(state) {
+    dh.avatarState = state;
+    el.avatarState.textContent = state;
+    el.stage.dataset.avatarState = state;
+  }
+
+  function updateControls() {
+    const active = session !== null;
+    const connected = dh.state === CONN.CONNECTED;
+    el.start.disabled = active || !window.RTCPeerConnection;
+    el.stop.disabled = !active;
+    el.avatarSelect.disabled = active || el.avatarSelect.options.length === 0;
+    el.characterSelect.disabled = active;
+    el.send.disabled = !connected;
+    el.interrupt.disabled = !connected;
+    el.placeholderCaption.innerHTML = dh.state === CONN.CONNECTING
+      ? 'Connecting…'
+      : 'Press <strong>Start</strong> to talk';
+  }
+
+  function updateCounter() {
+    const n = el.text.value.length;
+    el.count.textContent = `${n} / ${CONFIG.maxTextLength}`;
+    el.count.classList.toggle('over', n >= CONFIG.maxTextLength);
+  }
+
+  function showPlaceholder(show) {
+    el.placeholder.hidden = !show;
+    el.stage.classList.toggle('has-video', !show);
+  }
+
+  function setAssistantText(text, { interrupted = false, empty = false } = {}) {
+    el.assistantText.textContent = text;
+    el.assistantText.classList.toggle('empty', empty);
+    el.assistantText.classList.toggle('interrupted', interrupted);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Avatars & characters
+  // ---------------------------------------------------------------------------
+  function selectedAvatar() {
+    return dh.avatars.find((a) => a.id === el.avatarSelect.value) || null;
+  }
+
+  function updateAvatarPreview() {
+    const a = selectedAvatar();
+    const meta = [];
+    if (a && a.kind) meta.push(a.kind);
+    if (a && Array.isArray(a.size) && a.size.length === 2) meta.push(`${a.size[0]}×${a.size[1]}`);
+    el.avatarMeta.textContent = meta.join(' · ');
+    const url = a && a.thumbnail_url ? a.thumbnail_url : (a ? `/api/avatars/${encodeURIComponent(a.id)}/thumbnail` : '');
+    if (url) {
+      el.placeholderImg.hidden = false;
+      el.placeholderFallback.hidden = true;
+      el.placeholderImg.alt = a ? `${a.name || a.id} preview` : '';
+      if (el.placeholderImg.getAttribute('src') !== url) el.placeholderImg.src = url;
+    } else {
+      el.placeholderImg.hidden = true;
+      el.placeholderImg.removeAttribute('src');
+      el.placeholderFallback.hidden = false;
+    }
+    try { if (a) localStorage.setItem('dh.avatar', a.id); } catch { /* storage may be disabled */ }
+  }
+
+  async function loadAvatars() {
+    let avatars = [];
+    try {
+      const data = await api('/api/avatars');
+      avatars = (data && Array.isArray(data.avatars)) ? data.avatars.filter((a) => a && a.id) : [];
+    } catch (err) {
+      log(`Could not load avatars: ${err.message}`, 'error');
+    }
+    dh.avatars = avatars;
+    el.avatarSelect.replaceChildren();
+    if (avatars.length === 0) {
+      // Let the server choose its default avatar.
+      el.avatarSelect.append(new Option('Server default', ''));
+    } else {
+      for (const a of avatars) el.avatarSelect.append(new Option(a.name || a.id, a.id));
+      let saved = null;
+      try { saved = localStorage.getItem('dh.avatar'); } catch { /* ignore */ }
+      const pick = avatars.find((a) => a.id === saved) || avatars.find((a) => a.id === 'default') || avatars[0];
+      el.avatarSelect.value = pick.id;
+      log(`Loaded ${avatars.length} avatar${avatars.length === 1 ? '' : 's'}`);
+    }
+    updateAvatarPreview();
+    updateControls();
+  }
+
+  async function loadCharacters() {
+    try {
+      const data = await api('/api/characters');
+      const chars = (data && Array.isArray(data.characters)) ? data.characters.filter((c) => c && c.id) : [];
+      dh.characters = chars;
+      el.characterSelect.replaceChildren();
+      for (const c of chars) el.characterSelect.append(new Option(c.name || c.id, c.id));
+      el.characterField.hidden = chars.length === 0;
+    } catch (err) {
+      el.characterField.hidden = true;
+      log(`Could not load characters: ${err.message}`, 'error');
+    }
+  }
+
+  async function checkHealth() {
+    try {
+      const data = await api('/api/health');
+      const ok = data && data.status === 'ok';
+      el.serverStatus.textContent = ok ? 'server: ok' : `server: ${data && data.status ? data.status : 'unknown'}`;
+      el.serverStatus.dataset.ok = ok ? 'true' : 'false';
+    } catch (err) {
+      el.serverStatus.textContent = 'server: unreachable';
+      el.serverStatus.dataset.ok = 'false';
+      log(`Health check failed: ${err.message}`, 'error');
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // WebRTC
+  // ---------------------------------------------------------------------------
+  function normalizeIceServers(list) {
+    if (!Array.isArray(list)) return [];
+    return list
+      .filter((s) => s && s.urls && (typeof s.urls === 'string' || (Array.isArray(s.urls) && s.urls.length)))
+      .map((s) => {
+        const out = { urls: s.urls };
+        if (s.username != null) out.username = s.username;
+        if (s.credential != null) out.credential = s.credential;
+        return out;
+      });
+  }
+
+  /** Microphone stream when sending audio is enabled, else null. Called from the click handler. */
+  async function getLocalAudio() {
+    if (!CONFIG.sendMicrophone) return null;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error('This browser cannot capture the microphone (needs HTTPS or localhost)');
+    }
+    return navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      video: false,
+    });
+  }
+
+  function addVideoTransceiver(pc) {
+    const tr = pc.addTransceiver('video', { direction: 'recvonly' });
+    // Prefer VP8 (cheapest for the server to encode); keep the rest as fallbacks.
+    try {
+      if (tr.setCodecPreferences && window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities) {
+        const caps = RTCRtpReceiver.getCapabilities('video');
+        if (caps && caps.codecs) {
+          const rank = (c) => {
+            const i = CONFIG.preferredVideoCodecs.indexOf(c.mimeType);
+            return i === -1 ? CONFIG.preferredVideoCodecs.length : i;
+          };
+          const codecs = caps.codecs.map((c, i) => [c, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map((x) => x[0]);
+          tr.setCodecPreferences(codecs);
+        }
+      }
+    } catch (err) {
+      log(`Codec preference not applied: ${err.message}`, 'debug');
+    }
+    return tr;
+  }
+
+  /** Audio: receive only, or send+receive when a microphone stream is given. */
+  function addAudioTransceiver(pc, micStream) {
+    const micTrack = micStream ? micStream.getAudioTracks()[0] : null;
+    if (micTrack) {
+      return pc.addTransceiver(micTrack, { direction: 'sendrecv', streams: [micStream] });
+    }
+    return pc.addTransceiver('audio', { direction: 'recvonly' });
+  }
+
+  function waitForIceGathering(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (complete) => {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', onChange);
+        resolve(complete);
+      };
+      const onChange = () => { if (pc.iceGatheringState === 'complete') done(true); };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      pc.addEventListener('icegatheringstatechange', onChange);
+    });
+  }
+
+  function createPeerConnection(sess, iceServers) {
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    sess.pc = pc;
+    dh.pc = pc;
+
+    addVideoTransceiver(pc);
+    addAudioTransceiver(pc, sess.micStream);
+
+    // The data channel must exist before the offer so it is negotiated in it.
+    const dc = pc.createDataChannel('events', { ordered: true });
+    sess.dc = dc;
+    dc.onopen = () => {
+      if (sess !== session) return;
+      dh.channelOpen = true;
+      log('Events channel open');
+    };
+    dc.onclose = () => {
+      if (sess !== session) return;
+      dh.channelOpen = false;
+      log('Events channel closed');
+    };
+    dc.onmessage = (e) => onChannelMessage(sess, e.data);
+
+    pc.ontrack = (e) => {
+      if (sess !== session) return;
+      sess.remoteStream.addTrack(e.track);
+      log(`Receiving ${e.track.kind}`);
+      e.track.addEventListener('ended', () => log(`Remote ${e.track.kind} track ended`));
+      if (el.video.srcObject !== sess.remoteStream) el.video.srcObject = sess.remoteStream;
+      playVideo();
+    };
+
+    pc.onconnectionstatechange = () => onPcStateChange(sess);
+    pc.oniceconnectionstatechange = () => {
+      if (sess !== session) return;
+      // Fallback for browsers without RTCPeerConnection.connectionState.
+      if (pc.connectionState === undefined) onPcStateChange(sess);
+    };
+    return pc;
+  }
+
+  function pcState(pc) {
+    if (pc.connectionState !== undefined) return pc.connectionState;
+    const ice = pc.iceConnectionState;
+    if (ice === 'completed') return 'connected';
+    if (ice === 'checking') return 'connecting';
+    return ice;
+  }
+
+  function onPcStateChange(sess) {
+    if (sess !== session) return;
+    const state = pcState(sess.pc);
+    log(`Peer connection: ${state}`, state === 'failed' ? 'error' : 'info');
+    clearTimeout(sess.disconnectTimer);
+    sess.disconnectTimer = null;
+    if (state === 'connected') {
+      clearTimeout(sess.connectTimer);
+      sess.connectTimer = null;
+      if (dh.state !== CONN.CONNECTED) {
+        setConnState(CONN.CONNECTED);
+        hideNotice();
+        startStats(sess);
+      }
+    } else if (state === 'failed') {
+      fail('Connection failed (media could not reach the server; check ICE/TURN settings)');
+    } else if (state === 'disconnected') {
+      sess.disconnectTimer = setTimeout(() => {
+        if (sess === session && pcState(sess.pc) !== 'connected') fail('Connection lost');
+      }, CONFIG.disconnectGraceMs);
+    } else if (state === 'closed' && dh.state === CONN.CONNECTED) {
+      fail('Connection closed');
+    }
+  }
+
+  function playVideo() {
+    const v = el.video;
+    if (!v.srcObject) return;
+    const p = v.play();
+    if (!p || !p.catch) return;
+    p.then(() => { el.unmute.hidden = true; }).catch((err) => {
+      if (!v.srcObject) return;
+      if (err && err.name === 'NotAllowedError') {
+        // Autoplay with sound blocked: show the picture muted and offer a button for sound.
+        if (!v.muted) {
+          v.muted = true;
+          el.unmute.hidden = false;
+          log('Autoplay with sound blocked; click "Enable sound"', 'warn');
+          v.play().catch(() => {});
+        }
+      } else if (err && err.name !== 'AbortError') {
+        log(`Video playback: ${err.message}`, 'warn');
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------
+  // Stats (delivered fps / resolution), exposed as dh.stats
+  // ---------------------------------------------------------------------------
+  function startStats(sess) {
+    stopStats(sess);
+    let prev = null;
+    sess.statsTimer = setInterval(async () => {
+      if (sess !== session || !sess.pc) return;
+      try {
+        const report = await sess.pc.getStats();
+        let video = null;
+        let audio = null;
+        let pair = null;
+        report.forEach((s) => {
+          if (s.type === 'inbound-rtp' && (s.kind || s.mediaType) === 'video') video = s;
+          else if (s.type === 'inbound-rtp' && (s.kind || s.mediaType) === 'audio') audio = s;
+          else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+        });
+        if (!video) return;
+        let fps = video.framesPerSecond;
+        if (fps == null && prev && video.framesDecoded != null) {
+          const dt = (video.timestamp - prev.timestamp) / 1000;
+          if (dt > 0) fps = (video.framesDecoded - prev.framesDecoded) / dt;
+        }
+        prev = video;
+        const stats = {
+          fps: fps != null ? Math.round(fps * 10) / 10 : null,
+          width: video.frameWidth || el.video.videoWidth || null,
+          height: video.frameHeight || el.video.videoHeight || null,
+          framesDecoded: video.framesDecoded != null ? video.framesDecoded : null,
+          framesDropped: video.framesDropped != null ? video.framesDropped : null,
+          packetsLost: (video.packetsLost || 0) + (audio && audio.packetsLost ? audio.packetsLost : 0),
+          jitterMs: audio && audio.jitter != null ? Math.round(audio.jitter * 1000) : null,
+          rttMs: pair && pair.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : null,
+        };
+        dh.stats = stats;
+        const parts = [];
+        if (stats.width && stats.height) parts.push(`${stats.width}×${stats.height}`);
+        if (stats.fps != null) parts.push(`${Math.round(stats.fps)} fps`);
+        if (stats.rttMs != null) parts.push(`rtt ${stats.rttMs} ms`);
+        el.stats.textContent = parts.join(' · ');
+        el.stats.hidden = parts.length === 0;
+      } catch { /* pc closed meanwhile */ }
+    }, CONFIG.statsIntervalMs);
+  }
+  function stopStats(sess) {
+    if (sess && sess.statsTimer) clearInterval(sess.statsTimer);
+    if (sess) sess.statsTimer = null;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Events from the server
+  // ---------------------------------------------------------------------------
+  const LATENCY_LABELS = {
+    speech_end: 'speech end',
+    asr_done: 'asr',
+    llm_first_token: 'llm',
+    tts_first_audio: 'tts',
+    first_frame_sent: 'first frame',
+  };
+
+  function formatLatency(marks) {
+    if (!marks || typeof marks !== 'object') return '';
+    const entries = Object.entries(marks).filter(([, v]) => typeof v === 'number' && Number.isFinite(v));
+    if (!entries.length) return '';
+    // Marks are times in ms; show each relative to the turn's start mark.
+    const startKey = ['say_received', 'speech_end'].find((k) => typeof marks[k] === 'number');
+    const base = startKey ? marks[startKey] : Math.min(...entries.map(([, v]) => v));
+    return entries
+      .filter(([k]) => k !== startKey)
+      .sort((a, b) => a[1] - b[1])
+      .map(([k, v]) => `${LATENCY_LABELS[k] || k.replace(/_/g, ' ')} ${Math.round(v - base)} ms`)
+      .join(' · ');
+  }
+
+  function onChannelMessage(sess, raw) {
+    if (sess !== session) return;
+    let ev;
+    try {
+      ev = JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
+    } catch {
+      log(`Unparseable event: ${String(raw).slice(0, 200)}`, 'warn');
+      return;
+    }
+    if (!ev || typeof ev !== 'object') {
+      log(`Event: ${JSON.stringify(ev)}`, 'event');
+      return;
+    }
+    dh.events.push(ev);
+    handleEvent(sess, ev);
+  }
+
+  function handleEvent(sess, ev) {
+    switch (ev.type) {
+      case 'state': {
+        const state = String(ev.state || 'unknown');
+        setAvatarState(state);
+        log(`State: ${state}`, 'event');
+        if (state === 'speaking' && sess.pendingSay) {
+          log(`Client: Send → speaking in ${Math.round(performance.now() - sess.pendingSay)} ms`, 'debug');
+          sess.pendingSay = null;
+        }
+        break;
+      }
+      case 'ready':
+        dh.ready = true;
+        log('Avatar media started', 'event');
+        break;
+      case 'assistant_text': {
+        const text = typeof ev.text === 'string' ? ev.text : '';
+        const turn = ev.turn_id != null ? String(ev.turn_id) : null;
+        if (turn !== null && turn === sess.textTurn && sess.assistantText) {
+          if (ev.delta === true) {
+            sess.assistantText += text;               // token/chunk deltas
+          } else if (text.startsWith(sess.assistantText)) {
+            sess.assistantText = text;                // cumulative text
+          } else {
+            sess.assistantText = `${sess.assistantText} ${text}`.replace(/\s+/g, ' '); // next sentence
+          }
+        } else {
+          sess.assistantText = text;
+          sess.textTurn = turn;
+        }
+        dh.lastTurnId = turn;
+        setAssistantText(sess.assistantText.trim(), { empty: false });
+        log(`Assistant: ${text}`, 'event');
+        break;
+      }
+      case 'turn_end': {
+        const interrupted = !!ev.interrupted;
+        if (interrupted && ev.turn_id != null && String(ev.turn_id) === sess.textTurn) {
+          el.assistantText.classList.add('interrupted');
+        }
+        log(`Turn ${ev.turn_id != null ? ev.turn_id : ''} ended${interrupted ? ' (interrupted)' : ''}`, 'event');
+        break;
+      }
+      case 'error': {
+        const message = ev.message || ev.detail || 'Unknown server error';
+        showNotice(String(message), 'error');
+        log(`Server error: ${message}`, 'error');
+        break;
+      }
+      case 'latency': {
+        const line = formatLatency(ev.marks);
+        dh.lastLatency = { turn_id: ev.turn_id, marks: ev.marks, text: line };
+        el.latency.textContent = line;
+        log(`Latency${ev.turn_id != null ? ` ${ev.turn_id}` : ''}: ${line || JSON.stringify(ev.marks)}`, 'event');
+        break;
+      }
+      default:
+        log(`Event: ${JSON.stringify(ev)}`, 'event');
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Session lifecycle
+  // ---------------------------------------------------------------------------
+  function sessionPath(sess, suffix = '') {
+    return `/api/sessions/${encodeURIComponent(sess.id)}${suffix}`;
+  }
+
+  async function start() {
+    if (session) return;
+    hideNotice();
+    const gen = ++generation;
+    const sess = {
+      gen,
+      id: null,
+      token: null,
+      pc: null,
+      dc: null,
+      micStream: null,
+      remoteStream: new MediaStream(),
+      abort: new AbortController(),
+      connectTimer: null,
+      disconnectTimer: null,
+      statsTimer: null,
+      assistantText: '',
+      textTurn: null,
+      pendingSay: null,
+    };
+    session = sess;
+    dh.events.length = 0;   // same array object, emptied per session
+    dh.ready = false;
+    dh.channelOpen = false;
+    dh.stats = null;
+    dh.lastLatency = null;
+    dh.lastTurnId = null;
+    el.latency.textContent = '';
+    el.stats.hidden = true;
+    setAssistantText('Nothing said yet.', { empty: true });
+    setConnState(CONN.CONNECTING);
+
+    // Attach the (still empty) stream and call play() inside the click handler so the
+    // browser counts playback as user-initiated; tracks are added to it as they arrive.
+    el.video.muted = false;
+    el.video.srcObject = sess.remoteStream;
+    el.video.play().catch(() => { /* retried once tracks arrive */ });
+
+    try {
+      sess.micStream = await getLocalAudio();
+      if (sess !== session) return;
+
+      const body = {};
+      if (el.avatarSelect.value) body.avatar = el.avatarSelect.value;
+      if (!el.characterField.hidden && el.characterSelect.value) body.character = el.characterSelect.value;
+      log(`Creating session${body.avatar ? ` (avatar ${body.avatar})` : ''}…`);
+      const created = await api('/api/sessions', { method: 'POST', body, signal: sess.abort.signal });
+      if (!created || !created.session_id || !created.token) throw new Error('Malformed session response');
+      sess.id = created.session_id;
+      sess.token = created.token;
+      if (sess !== session) { deleteRemote(sess); return; }
+      dh.sessionId = sess.id;
+      log(`Session ${sess.id} created`);
+
+      const pc = createPeerConnection(sess, normalizeIceServers(created.ice_servers));
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      const complete = await waitForIceGathering(pc, CONFIG.iceGatherTimeoutMs);
+      if (sess !== session) return;
+      if (!complete) log('ICE gathering not complete after 2 s; sending the candidates so far', 'warn');
+
+      const answer = await api(sessionPath(sess, '/offer'), {
+        method: 'POST',
+        auth: true,
+        body: { sdp: pc.localDescription.sdp, type: pc.localDescription.type },
+        signal: sess.abort.signal,
+      });
+      if (sess !== session) return;
+      if (!answer || !answer.sdp) throw new Error('Malformed SDP answer');
+      await pc.setRemoteDescription({ type: answer.type || 'answer', sdp: answer.sdp });
+      if (sess !== session) return;
+      log('SDP answer applied; connecting media…');
+
+      sess.connectTimer = setTimeout(() => {
+        if (sess === session && dh.state === CONN.CONNECTING) {
+          fail('Timed out connecting media (is UDP blocked? configure a TURN server)');
+        }
+      }, CONFIG.connectTimeoutMs);
+      onPcStateChange(sess); // in case it is already connected
+    } catch (err) {
+      if (sess !== session) return;
+      if (err && err.name === 'AbortError') return;
+      if (err instanceof ApiError && err.status === 503) {
+        log(`Server busy: ${err.message}`, 'warn');
+        await teardown(sess, { remote: true, state: CONN.FAILED });
+        showBusyNotice(err.retryAfter);
+        return;
+      }
+      if (err && err.name === 'NotAllowedError') {
+        fail('Microphone permission denied');
+        return;
+      }
+      fail(err && err.message ? err.message : String(err));
+    }
+  }
+
+  function deleteRemote(sess, { keepalive = false } = {}) {
+    if (!sess || !sess.id || !sess.token || sess.deleted) return Promise.resolve();
+    sess.deleted = true;
+    return fetch(sessionPath(sess), {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${sess.token}` },
+      keepalive,
+    }).then((resp) => {
+      if (!resp.ok && resp.status !== 404) log(`Delete session: HTTP ${resp.status}`, 'warn');
+    }).catch((err) => {
+      if (!keepalive) log(`Delete session failed: ${err.message}`, 'warn');
+    });
+  }
+
+  function closeLocal(sess) {
+    clearTimeout(sess.connectTimer);
+    clearTimeout(sess.disconnectTimer);
+    stopStats(sess);
+    try { sess.abort.abort(); } catch { /* ignore */ }
+    if (sess.dc) {
+      sess.dc.onmessage = null;
+      try { sess.dc.close(); } catch { /* ignore */ }
+    }
+    if (sess.pc) {
+      sess.pc.ontrack = null;
+      sess.pc.onconnectionstatechange = null;
+      sess.pc.oniceconnectionstatechange = null;
+      try { sess.pc.close(); } catch { /* ignore */ }
+    }
+    if (sess.micStream) sess.micStream.getTracks().forEach((t) => t.stop());
+    sess.remoteStream.getTracks().forEach((t) => t.stop());
+  }
+
+  async function teardown(sess, { remote = true, state = CONN.IDLE, keepalive = false } = {}) {
+    if (!sess) return;
+    const isCurrent = sess === session;
+    closeLocal(sess);
+    if (isCurrent) {
+      session = null;
+      dh.sessionId = null;
+      dh.pc = null;
+      dh.channelOpen = false;
+      el.video.pause();
+      el.video.srcObject = null;
+      el.video.muted = false;
+      el.unmute.hidden = true;
+      el.stats.hidden = true;
+      showPlaceholder(true);
+      setAvatarState('offline');
+      setConnState(state);
+    }
+    if (remote) await deleteRemote(sess, { keepalive });
+  }
+
+  function fail(message) {
+    const sess = session;
+    showNotice(message, 'error');
+    log(message, 'error');
+    if (sess) teardown(sess, { remote: true, state: CONN.FAILED });
+    else setConnState(CONN.FAILED);
+  }
+
+  async function stop() {
+    const sess = session;
+    if (!sess) return;
+    log('Stopping session');
+    hideNotice();
+    await teardown(sess, { remote: true, state: CONN.IDLE });
+    log('Session closed');
+    el.start.focus();
+  }
+
+  async function say() {
+    const sess = session;
+    if (!sess || dh.state !== CONN.CONNECTED) return;
+    const text = el.text.value.trim();
+    if (!text) {
+      log('Type something to say first', 'warn');
+      el.text.focus();
+      return;
+    }
+    if (text.length > CONFIG.maxTextLength) {
+      showNotice(`Text is too long (${text.length} / ${CONFIG.maxTextLength} characters)`);
+      return;
+    }
+    el.send.disabled = true;
+    try {
+      const t0 = performance.now();
+      const res = await api(sessionPath(sess, '/say'), { method: 'POST', auth: true, body: { text } });
+      if (sess !== session) return;
+      sess.pendingSay = t0;
+      const turn = res && res.turn_id != null ? res.turn_id : '?';
+      log(`You: ${text}  (turn ${turn}, ${Math.round(performance.now() - t0)} ms)`, 'out');
+      if (el.text.value.trim() === text) el.text.value = '';
+      updateCounter();
+      hideNotice();
+    } catch (err) {
+      if (sess !== session) return;
+      showNotice(err.message);
+      log(`Say failed: ${err.message}`, 'error');
+      if (err instanceof ApiError && (err.status === 404 || err.status === 401 || err.status === 410)) {
+        teardown(sess, { remote: false, state: CONN.FAILED });
+      }
+    } finally {
+      updateControls();
+      el.text.focus();
+    }
+  }
+
+  async function interrupt() {
+    const sess = session;
+    if (!sess || dh.state !== CONN.CONNECTED) return;
+    try {
+      await api(sessionPath(sess, '/interrupt'), { method: 'POST', auth: true });
+      log('Interrupt sent', 'out');
+    } catch (err) {
+      if (sess !== session) return;
+      showNotice(err.message);
+      log(`Interrupt failed: ${err.message}`, 'error');
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Wiring
+  // ---------------------------------------------------------------------------
+  el.start.addEventListener('click', () => { start(); });
+  el.stop.addEventListener('click', () => { stop(); });
+  el.interrupt.addEventListener('click', () => { interrupt(); });
+  el.form.addEventListener('submit', (e) => { e.preventDefault(); say(); });
+  el.text.addEventListener('input', updateCounter);
+  el.text.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+      e.preventDefault();
+      if (!el.send.disabled) say();
+    } else if (e.key === 'Escape' && dh.state === CONN.CONNECTED) {
+      e.preventDefault();
+      interrupt();
+    }
+  });
+  el.avatarSelect.addEventListener('change', updateAvatarPreview);
+  el.placeholderImg.addEventListener('error', () => {
+    el.placeholderImg.hidden = true;
+    el.placeholderFallback.hidden = false;
+  });
+  el.placeholderImg.addEventListener('load', () => {
+    el.placeholderImg.hidden = false;
+    el.placeholderFallback.hidden = true;
+  });
+  // Hide the placeholder once real video frames are showing.
+  const revealVideo = () => {
+    if (session && el.video.videoWidth > 0 && !el.video.paused) showPlaceholder(false);
+  };
+  el.video.addEventListener('playing', revealVideo);
+  el.video.addEventListener('resize', revealVideo);
+  el.video.addEventListener('loadeddata', revealVideo);
+  el.unmute.addEventListener('click', () => {
+    el.video.muted = false;
+    el.video.play().then(() => { el.unmute.hidden = true; }).catch((err) => log(`Sound: ${err.message}`, 'warn'));
+  });
+  el.noticeClose.addEventListener('click', hideNotice);
+  el.logClear.addEventListener('click', () => el.log.replaceChildren());
+
+  // Closing the tab (or navigating away) ends the session on the server.
+  window.addEventListener('pagehide', () => {
+    const sess = session;
+    if (sess) teardown(sess, { remote: true, state: CONN.IDLE, keepalive: true });
+  });
+  // Restored from the back/forward cache: the old session is gone.
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) { setConnState(CONN.IDLE); setAvatarState('offline'); showPlaceholder(true); }
+  });
+
+  // Initial state
+  if (!window.RTCPeerConnection) showNotice('This browser does not support WebRTC.');
+  updateCounter();
+  setConnState(CONN.IDLE);
+  setAvatarState('offline');
+  showPlaceholder(true);
+  log('Page loaded');
+  checkHealth();
+  loadAvatars();
+  loadCharacters();
+})();
