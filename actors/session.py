@@ -136,18 +136,27 @@ class SessionActor:
         if self._pc is not None:
             raise SessionConflict("this session already has a peer connection; create a new session")
         pc = RTCPeerConnection(self._ice_configuration())
-        self._pc = pc
-        pc.on("connectionstatechange", self._on_connection_state)
+
+        @pc.on("connectionstatechange")
+        async def _state_changed() -> None:
+            if pc is self._pc:  # a rejected offer's peer closing must not end the session
+                await self._on_connection_state(pc.connectionState)
+
         pc.on("datachannel", self._on_datachannel)
+        self._pc = pc
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
-        except Exception as exc:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+            except Exception as exc:
+                raise BadRequest(f"malformed SDP offer: {exc or type(exc).__name__}") from None
+            self._attach_tracks(pc)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            # Leave nothing half-made: the client may retry with a good offer.
             self._pc = None
             with contextlib.suppress(Exception):
                 await pc.close()
-            raise BadRequest(f"malformed SDP offer: {exc or type(exc).__name__}") from None
-        self._attach_tracks(pc)
-        await pc.setLocalDescription(await pc.createAnswer())
+            raise
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 
     async def say(self, token: str | None, text: str) -> dict:
@@ -249,7 +258,7 @@ class SessionActor:
     def _attach_tracks(self, pc: RTCPeerConnection) -> None:
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds:
-            raise BadRequest("the offer has no video m-line; add a recvonly video transceiver")
+            raise BadRequest("SDP offer has no video m-line; add a recvonly video transceiver")
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 pc.addTrack(AvatarVideoTrack(self._clock))
@@ -260,8 +269,7 @@ class SessionActor:
             elif transceiver.kind == "audio":
                 pc.addTrack(AvatarAudioTrack(self._clock))
 
-    async def _on_connection_state(self) -> None:
-        state = self._pc.connectionState if self._pc else "closed"
+    async def _on_connection_state(self, state: str) -> None:
         log.info("session %s connection %s", self.id, state)
         if state == "connected" and not self._greeted:
             self._greeted = True

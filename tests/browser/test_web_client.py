@@ -1,0 +1,246 @@
+"""The web client in a real browser: headless Debian Chromium driven by Playwright, against the
+real app on the local Ray cluster (the session-scoped `app_url` fixture).
+
+Start -> connected -> the <video> plays at ~25 fps -> Send speaks (audio energy rises) ->
+Interrupt stops a long turn -> Stop ends the session on the server."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SCREENSHOT = Path(os.environ.get("DH_BROWSER_SCREENSHOT", "/tmp/browser_speaking.png"))
+TIMEOUT_MS = 30_000
+
+# Inbound RTP stats of the current peer connection, by kind.
+INBOUND_STATS_JS = """async () => {
+  const pc = window.dh.pc;
+  if (!pc) return null;
+  const out = {};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp') out[s.kind || s.mediaType] = {
+      framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+      totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel,
+      totalSamplesDuration: s.totalSamplesDuration, packetsReceived: s.packetsReceived,
+    };
+  });
+  return out;
+}"""
+
+# Every decoded video frame that is painted: dark pixels (the inside of an open mouth) in the
+# mouth box, with the avatar state shown at that moment, into window.mouthSamples.
+MOUTH_SAMPLER_JS = """([x0, y0, x1, y1]) => {
+  const v = document.getElementById('video');
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  window.mouthSamples = [];
+  const onFrame = (now, meta) => {
+    if (!window.mouthSamples) return;
+    if (canvas.width !== v.videoWidth) { canvas.width = v.videoWidth; canvas.height = v.videoHeight; }
+    ctx.drawImage(v, 0, 0);
+    const d = ctx.getImageData(x0, y0, x1 - x0, y1 - y0).data;
+    let dark = 0;
+    for (let i = 0; i < d.length; i += 4) if (0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2] < 90) dark++;
+    window.mouthSamples.push({ t: meta.mediaTime, dark, state: window.dh.avatarState });
+    v.requestVideoFrameCallback(onFrame);
+  };
+  v.requestVideoFrameCallback(onFrame);
+}"""
+OPEN = 100  # dark pixels: about 20 with the mouth at rest, hundreds when open (see the integration tests)
+
+
+def mouth_box() -> list[int]:
+    from serve_app.config import PROJECT_ROOT
+    from serve_app.engines.lipsync.sprite import SpriteAvatar
+
+    avatar = SpriteAvatar(PROJECT_ROOT / "avatars" / "default")
+    xs0, ys0, xs1, ys1 = zip(*(avatar.mouth_box(i) for i in range(0, 250, 5)))
+    return [max(0, min(xs0) - 4), max(0, min(ys0) - 4), max(xs1) + 4, max(ys1) + 4]
+
+
+# A predicate over window.dh.events: `has_event(type, turn, extra)`.
+HAS_EVENT_JS = """([type, turn, extra]) => window.dh.events.some((e) => e.type === type
+  && (turn === null || String(e.turn_id) === String(turn))
+  && Object.entries(extra).every(([k, v]) => e[k] === v))"""
+
+
+async def sessions_active(app_url: str) -> int:
+    async with httpx.AsyncClient(base_url=app_url, timeout=10) as http:
+        resp = await http.get("/api/health")
+        resp.raise_for_status()
+        return resp.json()["sessions"]
+
+
+@pytest.fixture
+async def browser_page(tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            await context.close()
+
+
+async def inbound(page) -> dict:
+    stats = await page.evaluate(INBOUND_STATS_JS)
+    assert stats and "video" in stats and "audio" in stats, stats
+    return stats
+
+
+async def wait_event(page, type_: str, turn=None, timeout_ms: int = TIMEOUT_MS, **extra) -> dict:
+    await page.wait_for_function(HAS_EVENT_JS, arg=[type_, turn, extra], timeout=timeout_ms)
+    return await page.evaluate(
+        """([type, turn, extra]) => window.dh.events.find((e) => e.type === type
+          && (turn === null || String(e.turn_id) === String(turn))
+          && Object.entries(extra).every(([k, v]) => e[k] === v))""",
+        [type_, turn, extra],
+    )
+
+
+async def wait_media_time(page, seconds: float) -> None:
+    """Wait until the <video> has played `seconds` more of media."""
+    t0 = await page.evaluate("document.getElementById('video').currentTime")
+    await page.wait_for_function(
+        "t0 => document.getElementById('video').currentTime >= t0", arg=t0 + seconds
+    )
+
+
+async def say(page, text: str) -> str:
+    """Type `text` and press Enter; returns the turn id from the /say response."""
+    await page.fill("#text", text)
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/say")
+    ) as info:
+        await page.press("#text", "Enter")
+    resp = await info.value
+    assert resp.status == 202, await resp.text()
+    return str((await resp.json())["turn_id"])
+
+
+async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
+    page = browser_page
+    page_errors: list[str] = []  # uncaught exceptions in the page
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    sessions_before = await sessions_active(app_url)
+    await page.goto(app_url + "/")
+
+    # The avatar list comes from /api/avatars: "default" is selected and named Ava.
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#avatar-select option')].some((o) => o.value === 'default')"
+    )
+    options = await page.eval_on_selector_all(
+        "#avatar-select option", "os => os.map((o) => [o.value, o.textContent])"
+    )
+    assert ["default", "Ava"] in options, options
+    assert await page.input_value("#avatar-select") == "default"
+    assert await page.text_content("#conn-state") == "idle"
+
+    # Start: connected, the events channel delivers "ready".
+    await page.click("#start")
+    await page.wait_for_function(
+        "() => document.getElementById('conn-state').textContent === 'connected'"
+        " && window.dh.events.some((e) => e.type === 'ready')"
+    )
+    assert await page.evaluate("window.dh.sessionId")
+
+    # The video plays: full-size frames, the clock advances, ~25 fps decoded.
+    await page.wait_for_function(
+        "() => { const v = document.getElementById('video');"
+        " return v.videoWidth >= 384 && !v.paused && v.currentTime > 0; }"
+    )
+    assert await page.is_hidden("#placeholder")
+    frames0 = (await inbound(page))["video"]["framesDecoded"]
+    await wait_media_time(page, 1.0)
+    video = (await inbound(page))["video"]
+    assert video["framesDecoded"] - frames0 >= 20, (frames0, video)  # 25 per second of media
+    assert video["frameWidth"] >= 384, video
+
+    # Say a sentence: speaking, then a complete (not interrupted) turn; the text shows.
+    await page.evaluate(MOUTH_SAMPLER_JS, mouth_box())
+    sentence = "Hello from the browser! I am speaking with a moving mouth."
+    turn = await say(page, sentence)
+    await wait_event(page, "state", turn, state="speaking")
+    audio0 = (await inbound(page))["audio"]
+    await wait_media_time(page, 1.0)  # about one second into the sentence
+    await page.screenshot(path=str(SCREENSHOT))
+    assert await page.text_content("#avatar-state") == "speaking"
+    end = await wait_event(page, "turn_end", turn, timeout_ms=60_000)
+    assert end["interrupted"] is False, end
+    audio1 = (await inbound(page))["audio"]
+    assert await page.text_content("#assistant-text") == sentence
+    # Speech reached the audio playout: energy grew (silence adds ~0).
+    speech_energy = audio1["totalAudioEnergy"] - audio0["totalAudioEnergy"]
+    speech_time = audio1["totalSamplesDuration"] - audio0["totalSamplesDuration"]
+    assert speech_time >= 1.0, (audio0, audio1)
+    # ...and then rests: a second of idle audio adds far less energy per second.
+    await page.wait_for_function("() => document.getElementById('avatar-state').textContent === 'idle'")
+    await wait_media_time(page, 0.5)
+    idle0 = (await inbound(page))["audio"]
+    rest_from = await page.evaluate("document.getElementById('video').currentTime")
+    await wait_media_time(page, 1.0)
+    idle1 = (await inbound(page))["audio"]
+    idle_energy = idle1["totalAudioEnergy"] - idle0["totalAudioEnergy"]
+    idle_time = idle1["totalSamplesDuration"] - idle0["totalSamplesDuration"]
+    print(f"audio energy: speech {speech_energy:.5f} in {speech_time:.2f}s, idle {idle_energy:.7f} in {idle_time:.2f}s")
+    assert speech_energy / speech_time > 1e-4, (audio0, audio1)
+    assert idle_energy / max(idle_time, 1e-3) < 0.1 * speech_energy / speech_time, (idle0, idle1)
+    # The mouth in the painted frames moves while speaking and rests afterwards.
+    samples = await page.evaluate("() => { const s = window.mouthSamples; window.mouthSamples = null; return s; }")
+    talking = [s["dark"] for s in samples if s["state"] == "speaking"]
+    resting = [s["dark"] for s in samples if s["state"] == "idle" and s["t"] >= rest_from]
+    print("mouth while speaking:", talking)
+    print("mouth at rest:", resting)
+    assert len(talking) >= 50, talking  # the sentence lasts ~3 s at 25 fps
+    assert sum(d > OPEN for d in talking) > 0.3 * len(talking), f"the mouth barely opened: {talking}"
+    assert min(talking) < OPEN, talking  # and closed again between sounds
+    assert len(resting) >= 15 and max(resting) < OPEN, resting
+
+    # A long answer, interrupted while speaking.
+    long_text = "This is a long answer that keeps going for quite a while, on and on. " * 4
+    turn = await say(page, long_text.strip())
+    await wait_event(page, "state", turn, state="speaking")
+    await page.click("#interrupt")
+    end = await wait_event(page, "turn_end", turn)
+    assert end["interrupted"] is True, end
+    await page.wait_for_function("() => document.getElementById('avatar-state').textContent === 'idle'")
+    assert await page.evaluate("window.dh.events.filter((e) => e.type === 'error')") == []
+
+    # Stop: idle in the page, and the server's session count is back where it was.
+    await page.click("#stop")
+    await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'idle'")
+    assert await page.evaluate("window.dh.pc") is None
+    deadline = time.monotonic() + 20
+    while (active := await sessions_active(app_url)) != sessions_before:
+        assert time.monotonic() < deadline, f"sessions {active}, was {sessions_before} before the test"
+        await asyncio.sleep(0.2)
+    assert page_errors == []
+    logged_errors = await page.locator("#log .log-error").all_text_contents()
+    assert logged_errors == [], logged_errors
