@@ -124,7 +124,7 @@ def group_of(title: str) -> str:
     if "SessionActor" in title:
         return "session_actors"
     if title.startswith("ray::ServeReplica:"):
-        return title.split(":")[3].split(".")[0].split()[0]  # ray::ServeReplica:<app>:<Deployment>
+        return title.split(":")[4].split(".")[0].split()[0]  # ray::ServeReplica:<app>:<Deployment>
     if title.startswith("ray::ServeController") or title.startswith("ray::ProxyActor"):
         return "serve_system"
     return "ray_core"  # gcs, raylet, agents, monitors, idle workers

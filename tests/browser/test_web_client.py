@@ -63,7 +63,9 @@ MOUTH_SAMPLER_JS = """([x0, y0, x1, y1]) => {
   };
   v.requestVideoFrameCallback(onFrame);
 }"""
-OPEN = 100  # dark pixels: about 20 with the mouth at rest, hundreds when open (see the integration tests)
+# Dark pixels in the browser's frames: 15-75 with the mouth closed (at rest, or between sounds),
+# 200-860 for the open shapes.
+OPEN = 130
 
 
 def mouth_box() -> list[int]:
@@ -219,7 +221,8 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     print("mouth while speaking:", talking)
     print("mouth at rest:", resting)
     assert len(talking) >= 50, talking  # the sentence lasts ~3 s at 25 fps
-    assert sum(d > OPEN for d in talking) > 0.3 * len(talking), f"the mouth barely opened: {talking}"
+    # ~1/3 of the frames in practice; "speaking" also covers a few frames still in the jitter buffer.
+    assert sum(d > OPEN for d in talking) > 0.15 * len(talking), f"the mouth barely opened: {talking}"
     assert min(talking) < OPEN, talking  # and closed again between sounds
     assert len(resting) >= 15 and max(resting) < OPEN, resting
 
