@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from actors.errors import CapacityError, InvalidChoice, SessionForbidden, SessionNotFound
+from actors.metrics import sessions_gauge
 from actors.session import SessionActor, actor_name, token_hash
 from serve_app.config import SESSION_NAMESPACE, Character, Profile
 
@@ -84,6 +85,11 @@ class SessionPool:
             except Exception:
                 log.exception("could not start a warm session actor")
                 return
+            self._report()
+
+    def _report(self) -> None:
+        sessions_gauge().set(len(self._active), tags={"state": "active"})
+        sessions_gauge().set(len(self._warm), tags={"state": "warm"})
 
     # --- sessions ---------------------------------------------------------------------
     def count(self) -> int:
@@ -120,6 +126,7 @@ class SessionPool:
         self._active[session_id] = active
         active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
         self.fill()
+        self._report()
         log.info("session %s created (%d active)", session_id, len(self._active))
         return {**info, "token": token}
 
@@ -151,6 +158,7 @@ class SessionPool:
         if active.reaper is not None and active.reaper is not asyncio.current_task():
             active.reaper.cancel()
         ray.kill(active.handle, no_restart=True)
+        self._report()
         self.fill()
 
     async def stats(self) -> list[dict]:

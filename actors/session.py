@@ -23,6 +23,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
+from actors.metrics import FrameCounters, record_marks
 from actors.turn import Turn
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
@@ -66,6 +67,7 @@ class SessionActor:
         self._closed: asyncio.Future | None = None
         self._watchdog: asyncio.Task | None = None
         self._close_reason = ""
+        self._frame_counters = FrameCounters()
 
     # --- lifecycle --------------------------------------------------------------------
     async def ready(self) -> bool:
@@ -114,6 +116,11 @@ class SessionActor:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            stats = self._clock.stats
+            self._frame_counters.update(
+                {"sent": stats.video_frames, "speech": stats.speech_frames,
+                 "late": stats.late_frames, "skipped": stats.skipped_frames}
+            )
             if self._pc is not None and self._pc.connectionState == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
             if not self._greeted and now - self._activated > self._settings.connect_timeout_s:
@@ -240,6 +247,7 @@ class SessionActor:
             turn.mark("first_frame_sent")
             self._emit({"type": "state", "state": "speaking", "turn_id": turn.id})
             self._emit({"type": "latency", "turn_id": turn.id, "marks": dict(turn.marks)})
+            record_marks(turn.marks)
         if unit.last:
             self._end_turn(turn, interrupted=False)
 

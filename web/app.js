@@ -570,7 +570,7 @@
     const entries = Object.entries(marks).filter(([, v]) => typeof v === 'number' && Number.isFinite(v));
     if (!entries.length) return '';
     // Marks are times in ms; show each relative to the turn's start mark.
-    const startKey = ['say_received', 'speech_end'].find((k) => typeof marks[k] === 'number');
+    const startKey = ['request', 'say_received', 'speech_end'].find((k) => typeof marks[k] === 'number');
     const base = startKey ? marks[startKey] : Math.min(...entries.map(([, v]) => v));
     return entries
       .filter(([k]) => k !== startKey)

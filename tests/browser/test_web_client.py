@@ -191,13 +191,18 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     turn = await say(page, sentence)
     await wait_event(page, "state", turn, state="speaking")
     audio0 = (await inbound(page))["audio"]
-    await wait_media_time(page, 1.0)  # about one second into the sentence
+    await wait_media_time(page, 0.5)
+    # Screenshot (for people to look at) as soon as a painted frame shows the mouth open.
+    await page.wait_for_function("open => window.mouthSamples.at(-1).dark > open", arg=OPEN)
     await page.screenshot(path=str(SCREENSHOT))
     assert await page.text_content("#avatar-state") == "speaking"
     end = await wait_event(page, "turn_end", turn, timeout_ms=60_000)
     assert end["interrupted"] is False, end
     audio1 = (await inbound(page))["audio"]
     assert await page.text_content("#assistant-text") == sentence
+    await wait_event(page, "latency", turn)
+    latency = await page.text_content("#latency")  # relative to the request: "tts N ms · first frame N ms"
+    assert latency.startswith("tts ") and "first frame" in latency, latency
     # Speech reached the audio playout: energy grew (silence adds ~0).
     speech_energy = audio1["totalAudioEnergy"] - audio0["totalAudioEnergy"]
     speech_time = audio1["totalSamplesDuration"] - audio0["totalSamplesDuration"]
@@ -234,6 +239,7 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     end = await wait_event(page, "turn_end", turn)
     assert end["interrupted"] is True, end
     await page.wait_for_function("() => document.getElementById('avatar-state').textContent === 'idle'")
+    assert "interrupted" in await page.get_attribute("#assistant-text", "class")
     assert await page.evaluate("window.dh.events.filter((e) => e.type === 'error')") == []
 
     # Stop: idle in the page, and the server's session count is back where it was.

@@ -9,7 +9,13 @@ from serve_app.client import ApiError, AvatarSession
 pytestmark = pytest.mark.integration
 
 UNKNOWN = "0" * 32
-VALID_OFFER_HINT = "v=0"
+SESSION_ENDPOINTS = [
+    ("POST", "/say", {"text": "hi"}),
+    ("POST", "/offer", {"sdp": "v=0", "type": "offer"}),
+    ("POST", "/interrupt", None),
+    ("GET", "", None),
+    ("DELETE", "", None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +54,7 @@ async def test_malformed_authorization_header_is_403(http, bystander, fresh):
         assert response.status_code == 403, header
 
 
-@pytest.mark.parametrize(
-    "method, suffix, body",
-    [
-        ("POST", "/say", {"text": "hi"}),
-        ("POST", "/offer", {"sdp": VALID_OFFER_HINT, "type": "offer"}),
-        ("POST", "/interrupt", None),
-        ("GET", "", None),
-        ("DELETE", "", None),
-    ],
-)
+@pytest.mark.parametrize("method, suffix, body", SESSION_ENDPOINTS)
 async def test_unknown_session_is_404(http, bystander, method, suffix, body):
     for session_id in (UNKNOWN, "not-a-session"):
         response = await http.request(
@@ -67,16 +64,7 @@ async def test_unknown_session_is_404(http, bystander, method, suffix, body):
         assert "not found" in response.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    "method, suffix, body",
-    [
-        ("POST", "/say", {"text": "hi"}),
-        ("POST", "/offer", {"sdp": VALID_OFFER_HINT, "type": "offer"}),
-        ("POST", "/interrupt", None),
-        ("GET", "", None),
-        ("DELETE", "", None),
-    ],
-)
+@pytest.mark.parametrize("method, suffix, body", SESSION_ENDPOINTS)
 async def test_missing_or_wrong_token_is_403(http, bystander, fresh, method, suffix, body):
     for token in (None, "wrong-token", bystander.token):
         response = await http.request(
