@@ -22,13 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import httpx
 
-import httpx  # noqa: E402
-
-from serve_app.client import AvatarSession  # noqa: E402
+from serve_app.client import AvatarSession
+from serve_app.config import PROJECT_ROOT as ROOT
 
 SESSION_NAMESPACE = "digital_human"
 SPEECH_RMS = 300.0  # int16 scale: Opus-decoded silence is ~0, Piper speech is in the thousands
@@ -512,7 +509,7 @@ def main() -> None:
     local = args.url is None
     ray_ok = False
     if local:
-        from _cluster import start_local
+        from serve_app.local_cluster import start_local
 
         t = time.monotonic()
         url = start_local(args.config)
@@ -530,7 +527,7 @@ def main() -> None:
         report = asyncio.run(main_async(url, args, meter, ActorStats(ray_ok)))
     finally:
         if local:
-            from _cluster import stop_local
+            from serve_app.local_cluster import stop_local
 
             stop_local()
     report.update({"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},

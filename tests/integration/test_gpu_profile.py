@@ -16,17 +16,15 @@ from serve_app.config import PROJECT_ROOT, load_profile
 pytestmark = pytest.mark.integration
 
 SCRIPT = r"""
-import json, sys, urllib.request
+import json, urllib.request
 import ray
 from ray import serve
-sys.path.insert(0, sys.argv[1])
-from tests.conftest import ROOT, _free_port, deploy_config
+from serve_app.config import PROJECT_ROOT
+from serve_app.local_cluster import start_local, stop_local
 
-ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, namespace="serve", log_to_driver=False)
-port = _free_port()
-deploy_config(ROOT / "configs" / "serve_gpu.yaml", port)
+url = start_local(PROJECT_ROOT / "configs" / "serve_gpu.yaml", num_cpus=8, num_gpus=1)
 app = serve.status().applications["digital_human"]
-health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health"))
+health = json.load(urllib.request.urlopen(f"{url}/api/health"))
 print("REPORT " + json.dumps({
     "gpu_total": ray.cluster_resources().get("GPU", 0),
     "gpu_free": ray.available_resources().get("GPU", 0),
@@ -34,14 +32,13 @@ print("REPORT " + json.dumps({
                     for name, d in app.deployments.items()},
     "profile": health["profile"],
 }, default=str), flush=True)
-serve.shutdown()
-ray.shutdown()
+stop_local()
 """
 
 
 def test_gpu_profile_schedules_fractional_gpus():
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(PROJECT_ROOT)],
+        [sys.executable, "-c", SCRIPT],
         capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]

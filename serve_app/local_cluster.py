@@ -1,6 +1,5 @@
-"""Start a local Ray cluster and deploy serve_config.yaml on it, the way `serve run` does.
-
-A copy of the helper in tests/conftest.py, so the benchmarks do not depend on the test suite.
+"""Run the app on a local Ray cluster from Python, the way `serve run CONFIG` does but without
+blocking: the integration tests, the GPU-profile check and the benchmarks all start it so.
 """
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from serve_app.config import PROJECT_ROOT
+
+DEFAULT_CONFIG = PROJECT_ROOT / "serve_config.yaml"
 
 
 def free_port() -> int:
@@ -22,12 +22,12 @@ def free_port() -> int:
 
 
 def deploy_config(config_path: Path, port: int, timeout_s: float = 180) -> None:
-    """What `serve run CONFIG` does, minus the blocking: start Serve and deploy the apps."""
+    """Start Serve on 127.0.0.1:`port` and deploy the config's apps; return once all run."""
     from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
-    config = yaml.safe_load(config_path.read_text())
+    config = yaml.safe_load(Path(config_path).read_text())
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump())
@@ -47,11 +47,17 @@ def deploy_config(config_path: Path, port: int, timeout_s: float = 180) -> None:
         time.sleep(0.5)
 
 
-def start_local(config_path: Path = ROOT / "serve_config.yaml", num_cpus: int = 2) -> str:
+def start_local(
+    config_path: Path = DEFAULT_CONFIG, num_cpus: int = 2, num_gpus: int = 0
+) -> str:
     """ray.init a fresh local cluster, deploy the config on a free port, return the base URL."""
     import ray
 
-    ray.init(num_cpus=num_cpus, num_gpus=0, include_dashboard=False, namespace="serve", log_to_driver=False)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ray.init(
+        num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, namespace="serve",
+        log_to_driver=False,
+    )
     port = free_port()
     deploy_config(config_path, port)
     return f"http://127.0.0.1:{port}"
