@@ -21,7 +21,7 @@ import ray
 
 from actors.errors import CapacityError, InvalidChoice, SessionForbidden, SessionNotFound
 from actors.metrics import sessions_gauge
-from actors.session import SessionActor, actor_name, token_hash
+from actors.session import SessionActor, Stages, actor_name, token_hash
 from serve_app.config import SESSION_NAMESPACE, Character, Profile
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,11 @@ class _Active:
 
 
 class SessionPool:
-    def __init__(self, profile: Profile, characters: dict[str, Character], tts: Any, lipsync: Any) -> None:
+    def __init__(self, profile: Profile, characters: dict[str, Character], stages: Stages) -> None:
         self._profile = profile
         self._settings = profile.sessions
         self._characters = characters
-        self._tts = tts
-        self._lipsync = lipsync
+        self._stages = stages
         self._warm: list[tuple[str, Any]] = []
         self._starting = 0
         self._active: dict[str, _Active] = {}
@@ -59,7 +58,7 @@ class SessionPool:
             num_cpus=self._settings.actor_num_cpus,
             max_concurrency=64,
             max_restarts=0,
-        ).remote(session_id, self._profile, self._tts, self._lipsync)
+        ).remote(session_id, self._profile, self._stages)
         return session_id, handle
 
     async def _start_one(self) -> tuple[str, Any]:

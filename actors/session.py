@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -24,9 +25,13 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
 from actors.metrics import FrameCounters, record_marks
-from actors.turn import Turn
+from actors.conversation import Conversation, reply
+from actors.listener import MicListener
+from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
+from serve_app.engines.vad import create_vad_engine
+from serve_app.engines.vad.detector import UtteranceDetector
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +46,22 @@ def actor_name(session_id: str) -> str:
     return f"session:{session_id}"
 
 
+@dataclass
+class Stages:
+    """Handles to the model deployments a session calls."""
+
+    tts: Any
+    lipsync: Any
+    asr: Any
+    llm: Any
+
+
 class SessionActor:
-    def __init__(self, session_id: str, profile: Profile, tts: Any, lipsync: Any) -> None:
+    def __init__(self, session_id: str, profile: Profile, stages: Stages) -> None:
         self.id = session_id
         self._profile = profile
         self._settings = profile.sessions
-        self._tts = tts
-        self._lipsync = lipsync
+        self._stages = stages
         # The session renders its own idle frames (cheap sprite compositing) so idling costs
         # no remote calls; talking frames come from the LipSync deployment.
         self._idle_engine = create_lipsync_engine(
@@ -56,6 +70,8 @@ class SessionActor:
         self._token_hash: str | None = None
         self._avatar_id = profile.default_avatar
         self._character: Character | None = None
+        self._conversation: Conversation | None = None
+        self._listener: MicListener | None = None
         self._pc: RTCPeerConnection | None = None
         self._clock: MediaClock | None = None
         self._channel = None
@@ -83,6 +99,8 @@ class SessionActor:
             raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
         self._avatar_id = avatar_id
         self._character = character
+        self._conversation = Conversation(character, self._profile.llm.history_turns)
+        self._listener = self._make_listener()
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
         self._clock = MediaClock(
@@ -104,6 +122,8 @@ class SessionActor:
         log.info("session %s closing: %s", self.id, reason)
         if self._turn is not None:
             await self._turn.cancel()
+        if self._listener is not None:
+            self._listener.stop()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         if self._pc is not None:
@@ -150,6 +170,11 @@ class SessionActor:
                 await self._on_connection_state(pc.connectionState)
 
         pc.on("datachannel", self._on_datachannel)
+
+        @pc.on("track")  # fires inside setRemoteDescription, so registered before it
+        def _on_track(track) -> None:
+            if track.kind == "audio":  # the user's microphone (a sendrecv audio m-line)
+                self._listener.start(track)
         self._pc = pc
         try:
             try:
@@ -169,6 +194,13 @@ class SessionActor:
     async def say(self, token: str | None, text: str) -> dict:
         self._authorize(token)
         return await self._start_turn(text, interrupt=True)
+
+    async def ask(self, token: str | None, text: str) -> dict:
+        """A typed message to the character: answered by the LLM, like a spoken one."""
+        self._authorize(token)
+        await self._interrupt()
+        turn = self._start_reply(Marks("request"), text=text)
+        return {"turn_id": turn.id}
 
     async def interrupt(self, token: str | None) -> dict:
         self._authorize(token)
@@ -197,25 +229,79 @@ class SessionActor:
 
     # --- turns ----------------------------------------------------------------------------
     async def _start_turn(self, text: str, interrupt: bool) -> dict:
+        """A text turn (`say`, the greeting): speak `text` as given."""
         if interrupt:
             await self._interrupt()
+        turn = self._begin_turn(lambda turn_id, marks: single(text), Marks("request"))
+        self._emit({"type": "assistant_text", "text": text, "turn_id": turn.id})
+        return {"turn_id": turn.id}
+
+    def _begin_turn(self, source, marks: Marks) -> Turn:
+        turn_id = uuid.uuid4().hex[:12]
         turn = Turn(
-            uuid.uuid4().hex[:12],
-            text,
+            turn_id,
+            source(turn_id, marks),
+            marks=marks,
             voice=self._character.voice if self._character else None,
             avatar_id=self._avatar_id,
-            tts=self._tts,
-            lipsync=self._lipsync,
+            tts=self._stages.tts,
+            lipsync=self._stages.lipsync,
             clock=self._clock,
             chunk_frames=self._profile.lipsync.chunk_frames,
             on_error=lambda message: self._emit({"type": "error", "message": message}),
         )
         self._turn = turn
         self._emit({"type": "state", "state": "thinking", "turn_id": turn.id})
-        self._emit({"type": "assistant_text", "text": text, "turn_id": turn.id})
         turn.start()
         asyncio.get_running_loop().create_task(self._finish_silent_turn(turn))
-        return {"turn_id": turn.id}
+        return turn
+
+    # --- voice ----------------------------------------------------------------------------
+    def _make_listener(self) -> MicListener:
+        vad = self._profile.vad
+        detector = UtteranceDetector(
+            create_vad_engine(vad.backend, **vad.options),
+            start_threshold=vad.start_threshold,
+            end_threshold=vad.end_threshold,
+            min_speech_ms=vad.min_speech_ms,
+            end_silence_ms=vad.end_silence_ms,
+            max_utterance_s=vad.max_utterance_s,
+            pre_roll_ms=vad.pre_roll_ms,
+        )
+        return MicListener(detector, self._on_speech_start, self._on_utterance, vad.max_utterance_s)
+
+    async def _on_speech_start(self) -> None:
+        """The user started talking: barge in on whatever the avatar is doing."""
+        if await self._interrupt():
+            self._emit({"type": "barge_in"})
+        self._emit({"type": "state", "state": "listening"})
+
+    async def _on_utterance(self, audio, ended_at: float, truncated: bool) -> None:
+        self._last_activity = time.monotonic()
+        if truncated:
+            self._emit({
+                "type": "utterance_truncated",
+                "max_s": self._profile.vad.max_utterance_s,
+                "message": f"you spoke for more than {self._profile.vad.max_utterance_s:g} s; "
+                "I'll answer what I heard so far",
+            })
+        await self._interrupt()
+        self._start_reply(Marks("speech_end", started=ended_at), audio=audio)
+
+    def _start_reply(self, marks: Marks, **user_input) -> Turn:
+        return self._begin_turn(
+            lambda turn_id, marks: reply(
+                **user_input,
+                turn_id=turn_id,
+                asr=self._stages.asr,
+                llm=self._stages.llm,
+                conversation=self._conversation,
+                marks=marks,
+                emit=self._emit,
+                max_tokens=self._profile.llm.max_tokens,
+            ),
+            marks,
+        )
 
     async def _finish_silent_turn(self, turn: Turn) -> None:
         """A turn that produced no frames (failed, or nothing to say) ends when its task does."""
@@ -244,10 +330,10 @@ class SessionActor:
         if turn is None or unit.turn_id != turn.id:
             return
         if "first_frame_sent" not in turn.marks:
-            turn.mark("first_frame_sent")
+            turn.marks.mark("first_frame_sent")
             self._emit({"type": "state", "state": "speaking", "turn_id": turn.id})
-            self._emit({"type": "latency", "turn_id": turn.id, "marks": dict(turn.marks)})
-            record_marks(turn.marks)
+            self._emit({"type": "latency", "turn_id": turn.id, "marks": dict(turn.marks.values)})
+            record_marks(turn.marks.values)
         if unit.last:
             self._end_turn(turn, interrupted=False)
 
@@ -277,6 +363,7 @@ class SessionActor:
             elif transceiver.kind == "audio":
                 pc.addTrack(AvatarAudioTrack(self._clock))
 
+
     async def _on_connection_state(self, state: str) -> None:
         log.info("session %s connection %s", self.id, state)
         if state == "connected" and not self._greeted:
@@ -291,12 +378,35 @@ class SessionActor:
     def _on_datachannel(self, channel) -> None:
         self._channel = channel
 
+        @channel.on("message")
+        async def _control(message) -> None:
+            await self._on_control(message)
+
         @channel.on("open")
         def _flush() -> None:
             self._send_pending()
 
         if channel.readyState == "open":
             self._send_pending()
+
+    async def _on_control(self, message) -> None:
+        """Client -> server messages on the data channel: mic mode and push-to-talk."""
+        try:
+            command = json.loads(message)
+            kind = command["type"]
+            if kind == "mic_mode":
+                self._listener.set_mode(command["mode"])
+                self._emit({"type": "mic_mode", "mode": self._listener.mode})
+                if self._turn is None:
+                    self._emit({"type": "state", "state": "idle"})  # drop a held push-to-talk
+            elif kind == "ptt":
+                down = bool(command["down"])
+                if not await self._listener.push_to_talk(down) and not down and self._turn is None:
+                    self._emit({"type": "state", "state": "idle"})  # released with nothing said
+            else:
+                raise ValueError(f"unknown message type {kind!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._emit({"type": "error", "message": f"bad control message: {exc}"})
 
     def _emit(self, event: dict) -> None:
         event.setdefault("t", round(time.time() * 1000))

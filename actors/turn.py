@@ -1,7 +1,9 @@
-"""One reply: text -> streamed TTS -> lip-sync frames -> the session's A/V queue.
+"""One reply: sentences -> streamed TTS -> lip-sync frames -> the session's A/V queue.
 
-A turn is one asyncio task. Cancelling it (barge-in) cancels the TTS stream and the lip-sync
-call in flight; the session then flushes the clock's queue, so nothing of the turn is heard.
+The sentences come from an async iterator: a single one for `say`, or the LLM's reply split
+as it streams (see conversation.py). A turn is one asyncio task; cancelling it (barge-in)
+closes the sentence source (and so the LLM stream), the TTS stream and the lip-sync call in
+flight. The session then flushes the clock's queue, so nothing more of the turn is heard.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
@@ -22,14 +24,34 @@ from serve_app.engines.lipsync.visemes import VisemeTrack
 log = logging.getLogger(__name__)
 
 
+async def single(text: str) -> AsyncIterator[str]:
+    yield text
+
+
+class Marks:
+    """Latency marks of one turn, in ms since `started` (a time.monotonic() value)."""
+
+    def __init__(self, origin: str = "request", started: float | None = None) -> None:
+        self._started = time.monotonic() if started is None else started
+        self.values: dict[str, float] = {origin: 0.0}
+
+    def mark(self, name: str) -> None:
+        self.values.setdefault(name, round((time.monotonic() - self._started) * 1000, 1))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+
 class Turn:
-    """Speaks `text` through the clock. `marks` holds latency marks in ms since the request."""
+    """Speaks `sentences` through the clock. `marks` are shared with whatever produces the
+    sentences (ASR and LLM marks for a voice turn)."""
 
     def __init__(
         self,
         turn_id: str,
-        text: str,
+        sentences: AsyncIterator[str],
         *,
+        marks: Marks | None = None,
         voice: str | None,
         avatar_id: str,
         tts: Any,
@@ -39,7 +61,8 @@ class Turn:
         on_error: Callable[[str], None],
     ) -> None:
         self.id = turn_id
-        self.text = text
+        self._sentences = sentences
+        self.spoken: list[str] = []  # sentences handed to TTS, for the conversation history
         self._voice = voice
         self._avatar_id = avatar_id
         self._tts = tts
@@ -47,14 +70,10 @@ class Turn:
         self._clock = clock
         self._chunk_frames = chunk_frames
         self._on_error = on_error
-        self._started = time.monotonic()
-        self.marks: dict[str, float] = {"request": 0.0}
+        self.marks = marks or Marks()
         self.frames_queued = 0
         self.cancelled = False
         self._task: asyncio.Task | None = None
-
-    def mark(self, name: str) -> None:
-        self.marks.setdefault(name, round((time.monotonic() - self._started) * 1000, 1))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"turn-{self.id}")
@@ -85,24 +104,27 @@ class Turn:
             self._on_error(f"speech failed: {exc}")
 
     async def _speak(self) -> None:
-        stream = self._tts.options(stream=True).stream.remote(self.text, self._voice)
         resampler: StreamResampler | None = None
         to_lipsync_rate = StreamResampler(AUDIO_RATE, LIPSYNC_RATE)
         visemes = VisemeTrack()  # from phoneme timings, or from the audio when a chunk has none
         pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet turned into frames
         block = self._chunk_frames * AUDIO_PER_UNIT
-        try:
-            async for chunk in stream:
-                self.mark("tts_first_audio")
-                if resampler is None:
-                    resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
-                pending = np.concatenate([pending, resampler.push(chunk.samples)])
-                visemes.push(chunk)
-                while len(pending) >= block:
-                    await self._queue_frames(pending[:block], to_lipsync_rate, visemes)
-                    pending = pending[block:]
-        finally:
-            stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS replica's work
+        async with contextlib.aclosing(self._sentences) as sentences:
+            async for sentence in sentences:
+                self.spoken.append(sentence)
+                stream = self._tts.options(stream=True).stream.remote(sentence, self._voice)
+                try:
+                    async for chunk in stream:
+                        self.marks.mark("tts_first_audio")
+                        if resampler is None:
+                            resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
+                        pending = np.concatenate([pending, resampler.push(chunk.samples)])
+                        visemes.push(chunk)
+                        while len(pending) >= block:
+                            await self._queue_frames(pending[:block], to_lipsync_rate, visemes)
+                            pending = pending[block:]
+                finally:
+                    stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS work
         if resampler is None:
             return  # nothing to say
         pending = np.concatenate([pending, resampler.flush()])

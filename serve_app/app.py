@@ -10,7 +10,9 @@ import os
 from ray.serve import Application
 
 from serve_app.config import load_profile
+from serve_app.deployments.asr import ASRDeployment
 from serve_app.deployments.lipsync import LipSyncDeployment
+from serve_app.deployments.llm import LLMDeployment
 from serve_app.deployments.sessions import SessionManager
 from serve_app.deployments.tts import TTSDeployment
 from serve_app.ingress import Ingress
@@ -29,5 +31,13 @@ def build_app(args: dict | None = None) -> Application:
     lipsync = LipSyncDeployment.options(**profile.lipsync.deployment.as_options()).bind(
         profile.lipsync.backend, profile.lipsync.options, profile.avatars_dir
     )
-    manager = SessionManager.options(**profile.session_manager.as_options()).bind(profile, tts, lipsync)
+    asr = ASRDeployment.options(**profile.asr.deployment.as_options()).bind(
+        profile.asr.backend, profile.asr.options
+    )
+    llm = LLMDeployment.options(**profile.llm.deployment.as_options()).bind(
+        profile.llm.backend, profile.llm.options
+    )
+    manager = SessionManager.options(**profile.session_manager.as_options()).bind(
+        profile, tts, lipsync, asr, llm
+    )
     return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,65 @@ from typing import Callable
 import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+MIC_RATE = 48_000
+MIC_PACKET = 960  # 20 ms
+
+
+class MicTrack(MediaStreamTrack):
+    """A microphone for scripts and tests: sends silence in real time until `play()` is given
+    audio, which it then sends exactly once. `played_until(i)` tells when sample i went out."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue = np.zeros(0, dtype=np.int16)
+        self._start: float | None = None
+        self._packets = 0
+        self.sent_samples = 0  # non-silent samples sent so far, across all play() calls
+        self._marks: list[tuple[int, asyncio.Future]] = []
+
+    def play(self, audio: np.ndarray, sample_rate: int = MIC_RATE) -> None:
+        """Queue mono audio (float in [-1, 1] or int16) after anything still queued."""
+        if audio.dtype != np.int16:
+            audio = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        if sample_rate != MIC_RATE:
+            positions = np.arange(0, len(audio) - 1, sample_rate / MIC_RATE)
+            audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.int16)
+        self._queue = np.concatenate([self._queue, audio])
+
+    def queued_s(self) -> float:
+        return len(self._queue) / MIC_RATE
+
+    async def drained(self) -> float:
+        """Wait until everything queued has been sent; returns the monotonic time it ended."""
+        future = asyncio.get_running_loop().create_future()
+        self._marks.append((self.sent_samples + len(self._queue), future))
+        return await future
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._packets * MIC_PACKET / MIC_RATE
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        chunk, self._queue = self._queue[:MIC_PACKET], self._queue[MIC_PACKET:]
+        self.sent_samples += len(chunk)
+        for target, future in list(self._marks):
+            if self.sent_samples >= target and not future.done():
+                future.set_result(time.monotonic())
+                self._marks.remove((target, future))
+        pcm = np.zeros(MIC_PACKET, dtype=np.int16)
+        pcm[: len(chunk)] = chunk
+        frame = AudioFrame(format="s16", layout="mono", samples=MIC_PACKET)
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate = MIC_RATE
+        frame.pts = self._packets * MIC_PACKET
+        frame.time_base = fractions.Fraction(1, MIC_RATE)
+        self._packets += 1
+        return frame
 
 
 @dataclass
@@ -60,11 +119,14 @@ class AvatarSession:
         avatar: str | None = None,
         character: str | None = None,
         keep_frames: bool | Callable[[np.ndarray], np.ndarray] = False,
+        mic: MediaStreamTrack | None = None,
     ) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
         self.avatar = avatar
         self.character = character
         self.keep_frames = keep_frames
+        self.mic = mic
+        self.channel = None
         self.session_id: str | None = None
         self.token: str | None = None
         self.pc: RTCPeerConnection | None = None
@@ -106,6 +168,12 @@ class AvatarSession:
         )
         return response.json()["turn_id"]
 
+    async def ask(self, text: str) -> str:
+        response = await self.request(
+            "POST", f"/api/sessions/{self.session_id}/ask", json={"text": text}, headers=self._auth()
+        )
+        return response.json()["turn_id"]
+
     async def interrupt(self) -> dict:
         return (
             await self.request("POST", f"/api/sessions/{self.session_id}/interrupt", headers=self._auth())
@@ -116,11 +184,15 @@ class AvatarSession:
 
     # --- WebRTC -------------------------------------------------------------------------
     async def connect(self) -> None:
-        """Offer recvonly video + audio and an events data channel; start receiving."""
+        """Offer recvonly video, audio (sendrecv with the mic, if any) and an events data
+        channel; start receiving."""
         pc = self.pc = RTCPeerConnection()
         pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
-        channel = pc.createDataChannel("events")
+        if self.mic is not None:
+            pc.addTransceiver(self.mic, direction="sendrecv")
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
+        channel = self.channel = pc.createDataChannel("events")
         channel.on("message", self._on_event)
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
@@ -176,6 +248,11 @@ class AvatarSession:
                 rms = float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
                 self.received.audio.append(ReceivedAudio(time.monotonic(), frame.pts, rms))
                 await self._notify()
+
+    def send_control(self, message: dict) -> None:
+        """Client -> server control on the data channel: {"type": "mic_mode", "mode": ...},
+        {"type": "ptt", "down": bool}."""
+        self.channel.send(json.dumps(message))
 
     async def wait_event(self, predicate: Callable[[dict], bool], timeout: float = 30) -> dict:
         """The first event (already received or arriving) for which `predicate` is true."""

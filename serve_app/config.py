@@ -69,6 +69,27 @@ class LipSyncSettings(StageSettings):
     chunk_frames: int = Field(5, ge=1, le=50)
 
 
+class VADSettings(_Strict):
+    """Runs inside each session actor (the VAD keeps per-stream state)."""
+
+    backend: str = "silero"
+    options: dict[str, Any] = Field(default_factory=dict)
+    start_threshold: float = Field(0.5, gt=0, lt=1)
+    end_threshold: float = Field(0.35, gt=0, lt=1)
+    min_speech_ms: int = Field(160, ge=0)
+    # Silence that ends an utterance: every ms here is reply latency.
+    end_silence_ms: int = Field(400, ge=100)
+    max_utterance_s: float = Field(20.0, gt=1)
+    pre_roll_ms: int = Field(200, ge=0)
+
+
+class LLMSettings(StageSettings):
+    backend: str = "llama_cpp"
+    max_tokens: int = Field(120, ge=1)
+    # Exchanges kept per session; older ones are dropped to bound prompt size.
+    history_turns: int = Field(6, ge=0)
+
+
 class Profile(_Strict):
     """A backend profile: which engine runs each stage and with what resources."""
 
@@ -78,6 +99,9 @@ class Profile(_Strict):
     default_avatar: str = "default"
     default_character: str = "ava"
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    vad: VADSettings = Field(default_factory=VADSettings)
+    asr: StageSettings = Field(default_factory=lambda: StageSettings(backend="whisper"))
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: StageSettings = Field(default_factory=lambda: StageSettings(backend="piper"))
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
@@ -95,6 +119,9 @@ class Character(_Strict):
     voice: str | None = None
     greeting: str = ""
     system_prompt: str = ""
+    # Spoken when a backend fails, so the user is never left in silence.
+    apology_llm: str = "Sorry, I can't think of an answer right now. Please try again in a moment."
+    apology_asr: str = "Sorry, I didn't catch that."
 
 
 def _read_yaml(path: Path) -> Any:

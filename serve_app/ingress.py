@@ -155,17 +155,29 @@ class Ingress:
     ) -> dict:
         return await self._session(session_id).offer.remote(_bearer(authorization), body.sdp, body.type)
 
+    def _checked_text(self, text: str) -> str:
+        limit = self._profile.sessions.max_text_chars
+        if not text.strip():
+            raise HTTPException(422, "text is empty")
+        if len(text) > limit:
+            raise HTTPException(422, f"text is {len(text)} characters; the limit is {limit}")
+        return text
+
     @app.post("/api/sessions/{session_id}/say", status_code=202)
     async def say(
         self, session_id: str, body: SayRequest, authorization: str | None = Header(None)
     ) -> dict:
+        """The avatar says exactly `text` (interrupting any current reply)."""
         session = self._session(session_id)
-        limit = self._profile.sessions.max_text_chars
-        if not body.text.strip():
-            raise HTTPException(422, "text is empty")
-        if len(body.text) > limit:
-            raise HTTPException(422, f"text is {len(body.text)} characters; the limit is {limit}")
-        return await session.say.remote(_bearer(authorization), body.text)
+        return await session.say.remote(_bearer(authorization), self._checked_text(body.text))
+
+    @app.post("/api/sessions/{session_id}/ask", status_code=202)
+    async def ask(
+        self, session_id: str, body: SayRequest, authorization: str | None = Header(None)
+    ) -> dict:
+        """A typed message to the character: the LLM answers it aloud, as if it was spoken."""
+        session = self._session(session_id)
+        return await session.ask.remote(_bearer(authorization), self._checked_text(body.text))
 
     @app.post("/api/sessions/{session_id}/interrupt")
     async def interrupt(self, session_id: str, authorization: str | None = Header(None)) -> dict:

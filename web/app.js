@@ -4,7 +4,12 @@
  * (/api/...) and receives the avatar over WebRTC (video + audio tracks, plus an
  * "events" data channel carrying JSON events).
  *
- * Test hooks: window.dh = {state, sessionId, pc, events, avatarState, ...}.
+ * The microphone is sent by default (audio transceiver sendrecv) when the browser grants it;
+ * the server's VAD (hands-free) or the hold-to-talk button (push-to-talk) decides when the
+ * user speaks. Client -> server control messages go on the same data channel:
+ * {"type":"mic_mode","mode":"hands_free"|"push_to_talk"} and {"type":"ptt","down":bool}.
+ *
+ * Test hooks: window.dh = {state, sessionId, pc, events, avatarState, micMode, micEnabled, ...}.
  */
 (() => {
   'use strict';
@@ -21,9 +26,13 @@
     disconnectGraceMs: 5000,     // 'disconnected' may recover; give up after this
     statsIntervalMs: 1000,
     maxLogEntries: 500,
-    // Send the microphone (audio transceiver becomes sendrecv). Off until the server
-    // handles inbound audio; enable with ?mic=1 to try it.
-    sendMicrophone: params.get('mic') === '1',
+    // Send the microphone (audio transceiver sendrecv) when the browser grants it; ?mic=0
+    // turns it off (receive only, type to talk).
+    sendMicrophone: params.get('mic') !== '0',
+    micConstraints: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+    micModes: ['hands_free', 'push_to_talk'],
+    meterFloorDb: -60,           // mic level meter: this dBFS shows as empty...
+    meterCeilDb: -6,             // ...and this as full
     preferredVideoCodecs: ['video/VP8'],
   };
 
@@ -50,6 +59,23 @@
     stats: $('stats'),
     latency: $('latency'),
     assistantText: $('assistant-text'),
+    voiceCard: $('voice-card'),
+    voiceState: $('voice-state'),
+    voiceStateLabel: $('voice-state-label'),
+    voiceStateHint: $('voice-state-hint'),
+    micMute: $('mic-mute'),
+    micMuteLabel: $('mic-mute-label'),
+    micLevel: $('mic-level'),
+    micLevelFill: $('mic-level-fill'),
+    micLevelPeak: $('mic-level-peak'),
+    micMode: $('mic-mode'),
+    micStatus: $('mic-status'),
+    ptt: $('ptt'),
+    pttLabel: $('ptt-label'),
+    transcript: $('transcript'),
+    transcriptClear: $('transcript-clear'),
+    ask: $('ask'),
+    say: $('say'),
     avatarSelect: $('avatar-select'),
     avatarMeta: $('avatar-meta'),
     characterField: $('character-field'),
@@ -81,6 +107,13 @@
     stats: null,             // {fps, width, height, ...} of the inbound video
     avatars: [],
     characters: [],
+    micMode: 'hands_free',   // hands_free | push_to_talk (the server confirms with a mic_mode event)
+    micEnabled: false,       // a microphone track is being sent in the current session
+    micMuted: false,
+    micLevel: 0,             // 0..1, the local mic level meter
+    micError: null,          // why the microphone is not used, if it is not
+    pttDown: false,          // the hold-to-talk button (or Space) is held
+    sendAction: 'ask',       // what Enter / #send does with the text box: ask | say
     config: CONFIG,
   };
   window.dh = dh;
@@ -226,6 +259,53 @@
     dh.avatarState = state;
     el.avatarState.textContent = state;
     el.stage.dataset.avatarState = state;
+    renderVoiceState();
+  }
+
+  /** The big conversation state: listening / thinking / speaking / idle (your turn). */
+  function renderVoiceState() {
+    const connected = dh.state === CONN.CONNECTED;
+    const ptt = dh.micMode === 'push_to_talk';
+    const micLive = dh.micEnabled && !dh.micMuted;
+    let state = connected ? dh.avatarState : (dh.state === CONN.CONNECTING ? 'connecting' : 'offline');
+    if (state === 'offline' && connected) state = 'idle';
+    let label;
+    let hint;
+    switch (state) {
+      case 'connecting':
+        label = 'Connecting…';
+        hint = 'Starting the avatar';
+        break;
+      case 'listening':
+        label = 'Listening…';
+        hint = ptt ? 'Release to send' : 'Hearing you; pause when you are done';
+        break;
+      case 'thinking':
+        label = 'Thinking…';
+        hint = micLive && !ptt ? 'Speak to interrupt' : 'Preparing the answer';
+        break;
+      case 'speaking':
+        label = 'Speaking';
+        if (micLive) hint = ptt ? 'Hold to talk to interrupt' : 'Just talk to interrupt';
+        else hint = 'Esc or Interrupt stops it';
+        break;
+      case 'idle':
+        label = 'Your turn';
+        if (!dh.micEnabled) hint = 'Type a message below';
+        else if (dh.micMuted) hint = 'Microphone muted; unmute or type';
+        else hint = ptt ? 'Hold the button (or Space) and speak' : 'Just speak, or type below';
+        break;
+      case 'offline':
+        label = 'Offline';
+        hint = 'Press Start to begin a conversation';
+        break;
+      default:
+        label = state;
+        hint = '';
+    }
+    el.voiceState.dataset.state = state;
+    el.voiceStateLabel.textContent = label;
+    el.voiceStateHint.textContent = hint;
   }
 
   function updateControls() {
@@ -237,6 +317,11 @@
     el.characterSelect.disabled = active;
     el.send.disabled = !connected;
     el.interrupt.disabled = !connected;
+    const hasMic = active && !!(session && session.micTrack);
+    el.micMute.disabled = !hasMic;
+    el.ptt.disabled = !connected || !dh.micEnabled || dh.micMuted;
+    renderMicControls();
+    renderVoiceState();
     el.placeholderCaption.innerHTML = dh.state === CONN.CONNECTING
       ? 'Connecting…'
       : 'Press <strong>Start</strong> to talk';
@@ -353,16 +438,199 @@
       });
   }
 
-  /** Microphone stream when sending audio is enabled, else null. Called from the click handler. */
+  // ---------------------------------------------------------------------------
+  // Microphone: capture, level meter, mute, mode, push-to-talk
+  // ---------------------------------------------------------------------------
+  function micErrorMessage(err) {
+    const name = err && err.name;
+    if (name === 'NotAllowedError' || name === 'SecurityError') return 'microphone permission denied';
+    if (name === 'NotFoundError' || name === 'OverconstrainedError') return 'no microphone found';
+    if (name === 'NotReadableError' || name === 'AbortError') return 'the microphone is in use or failed to start';
+    return `microphone unavailable (${err && err.message ? err.message : err})`;
+  }
+
+  /**
+   * The microphone stream, or null (with the reason in dh.micError) when it is turned off,
+   * unsupported or refused: the session then receives only and the user types.
+   * Called from the Start click handler so the permission prompt follows the click.
+   */
   async function getLocalAudio() {
-    if (!CONFIG.sendMicrophone) return null;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new Error('This browser cannot capture the microphone (needs HTTPS or localhost)');
+    dh.micError = null;
+    if (!CONFIG.sendMicrophone) {
+      dh.micError = 'microphone turned off (?mic=0)';
+      return null;
     }
-    return navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
-      video: false,
-    });
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      dh.micError = window.isSecureContext
+        ? 'this browser cannot capture the microphone'
+        : 'the microphone needs HTTPS (or localhost)';
+      return null;
+    }
+    setMicStatus('Asking for the microphone…');
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: CONFIG.micConstraints, video: false });
+      if (!stream.getAudioTracks().length) throw new DOMException('no audio track', 'NotFoundError');
+      return stream;
+    } catch (err) {
+      dh.micError = micErrorMessage(err);
+      return null;
+    }
+  }
+
+  function setMicStatus(text, kind = '') {
+    el.micStatus.textContent = text;
+    el.micStatus.dataset.kind = kind;
+  }
+
+  function describeMic() {
+    if (!session) {
+      if (dh.micError) setMicStatus(`Microphone off: ${dh.micError}.`, 'warn');
+      else setMicStatus('The microphone is used when you press Start.');
+      return;
+    }
+    if (!dh.micEnabled) {
+      if (dh.micError) setMicStatus(`Microphone off: ${dh.micError}. Type to talk.`, 'warn');
+      return;
+    }
+    const track = session.micTrack;
+    const name = track && track.label ? track.label : 'microphone';
+    if (dh.micMuted) setMicStatus(`Muted: ${name}. The avatar hears nothing.`, 'warn');
+    else if (dh.micMode === 'push_to_talk') setMicStatus(`Push to talk: hold the button or the Space bar while you speak (${name}).`);
+    else setMicStatus(`Hands-free: just speak; pause to let the avatar answer (${name}).`);
+  }
+
+  function renderMicControls() {
+    el.voiceCard.dataset.mic = dh.micEnabled ? (dh.micMuted ? 'muted' : 'on') : 'off';
+    el.voiceCard.dataset.mode = dh.micMode;
+    if (el.micMode.value !== dh.micMode) el.micMode.value = dh.micMode;
+    el.micMute.setAttribute('aria-pressed', String(dh.micMuted));
+    el.micMuteLabel.textContent = dh.micMuted ? 'Unmute' : 'Mute';
+    el.ptt.hidden = dh.micMode !== 'push_to_talk';
+    el.ptt.setAttribute('aria-pressed', String(dh.pttDown));
+    el.ptt.classList.toggle('held', dh.pttDown);
+    el.pttLabel.textContent = dh.pttDown ? 'Listening… release to send' : 'Hold to talk';
+    describeMic();
+  }
+
+  // Level meter: an AnalyserNode on the local track, drawn every animation frame.
+  const meter = { ctx: null, source: null, analyser: null, buf: null, raf: 0, peak: 0, peakAt: 0 };
+
+  /** Create/resume the AudioContext inside the click handler (autoplay policy). */
+  function primeAudioContext() {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    try {
+      if (!meter.ctx) meter.ctx = new Ctx();
+      if (meter.ctx.state === 'suspended') meter.ctx.resume().catch(() => {});
+    } catch (err) {
+      log(`Mic meter unavailable: ${err.message}`, 'debug');
+    }
+  }
+
+  function startMeter(stream) {
+    stopMeter();
+    if (!meter.ctx || !stream) return;
+    try {
+      meter.source = meter.ctx.createMediaStreamSource(stream);
+      meter.analyser = meter.ctx.createAnalyser();
+      meter.analyser.fftSize = 1024;
+      meter.analyser.smoothingTimeConstant = 0;
+      meter.buf = new Float32Array(meter.analyser.fftSize);
+      meter.source.connect(meter.analyser);  // not to the destination: no local echo
+      if (meter.ctx.state === 'suspended') meter.ctx.resume().catch(() => {});
+    } catch (err) {
+      log(`Mic meter unavailable: ${err.message}`, 'debug');
+      stopMeter();
+      return;
+    }
+    let shown = 0;
+    const draw = () => {
+      meter.raf = requestAnimationFrame(draw);
+      if (!meter.analyser) return;
+      meter.analyser.getFloatTimeDomainData(meter.buf);
+      let sum = 0;
+      for (let i = 0; i < meter.buf.length; i += 1) sum += meter.buf[i] * meter.buf[i];
+      const rms = Math.sqrt(sum / meter.buf.length);
+      const db = rms > 0 ? 20 * Math.log10(rms) : -Infinity;
+      const level = Math.max(0, Math.min(1, (db - CONFIG.meterFloorDb) / (CONFIG.meterCeilDb - CONFIG.meterFloorDb)));
+      // Fast attack, slower release, so speech reads as a steady bar.
+      shown = level > shown ? level : shown * 0.9 + level * 0.1;
+      const now = performance.now();
+      if (shown >= meter.peak || now - meter.peakAt > 1200) { meter.peak = shown; meter.peakAt = now; }
+      setMeter(shown, meter.peak);
+    };
+    meter.raf = requestAnimationFrame(draw);
+  }
+
+  function setMeter(level, peak = 0) {
+    dh.micLevel = Math.round(level * 1000) / 1000;
+    el.micLevelFill.style.transform = `scaleX(${level})`;
+    el.micLevelPeak.style.left = `${Math.round(peak * 1000) / 10}%`;
+    el.micLevelPeak.hidden = peak <= 0.01;
+    el.micLevel.setAttribute('aria-valuenow', String(Math.round(level * 100)));
+    el.micLevel.dataset.hot = level > 0.35 ? 'true' : 'false';
+  }
+
+  function stopMeter() {
+    cancelAnimationFrame(meter.raf);
+    meter.raf = 0;
+    if (meter.source) { try { meter.source.disconnect(); } catch { /* ignore */ } }
+    meter.source = null;
+    meter.analyser = null;
+    meter.peak = 0;
+    setMeter(0, 0);
+  }
+
+  /** Client -> server control message on the events channel; false when it is not open. */
+  function sendControl(sess, message) {
+    if (!sess || !sess.dc || sess.dc.readyState !== 'open') return false;
+    try {
+      sess.dc.send(JSON.stringify(message));
+      return true;
+    } catch (err) {
+      log(`Could not send ${message.type}: ${err.message}`, 'warn');
+      return false;
+    }
+  }
+
+  function setMicMode(mode, { user = false } = {}) {
+    if (!CONFIG.micModes.includes(mode)) return;
+    // Leaving push-to-talk while the button is held cancels that utterance: the server drops
+    // held audio on a mode change, so no "ptt up" (which would send it) goes out.
+    if (mode !== 'push_to_talk') dh.pttDown = false;
+    dh.micMode = mode;
+    if (user) {
+      try { localStorage.setItem('dh.micMode', mode); } catch { /* ignore */ }
+      if (session && dh.micEnabled && sendControl(session, { type: 'mic_mode', mode })) {
+        log(`Mic mode → ${mode.replace(/_/g, ' ')}`, 'out');
+      }
+    }
+    updateControls();
+  }
+
+  function setMicMuted(muted) {
+    const sess = session;
+    if (!sess || !sess.micTrack) return;
+    if (muted) pttRelease();
+    dh.micMuted = muted;
+    sess.micTrack.enabled = !muted;  // a disabled track sends silence: the VAD hears nothing
+    log(muted ? 'Microphone muted' : 'Microphone unmuted', 'out');
+    updateControls();
+  }
+
+  function pttPress() {
+    const sess = session;
+    if (dh.pttDown || !sess || dh.micMode !== 'push_to_talk' || el.ptt.disabled) return;
+    dh.pttDown = true;
+    sendControl(sess, { type: 'ptt', down: true });
+    renderMicControls();
+  }
+
+  function pttRelease() {
+    if (!dh.pttDown) return;
+    dh.pttDown = false;
+    if (session) sendControl(session, { type: 'ptt', down: false });
+    renderMicControls();
   }
 
   function addVideoTransceiver(pc) {
@@ -424,6 +692,8 @@
       if (sess !== session) return;
       dh.channelOpen = true;
       log('Events channel open');
+      // Tell the server how this user talks (it defaults to hands-free).
+      if (dh.micEnabled) sendControl(sess, { type: 'mic_mode', mode: dh.micMode });
     };
     dc.onclose = () => {
       if (sess !== session) return;
@@ -469,7 +739,7 @@
       sess.connectTimer = null;
       if (dh.state !== CONN.CONNECTED) {
         setConnState(CONN.CONNECTED);
-        hideNotice();
+        if (!sess.keepNotice) hideNotice();
         startStats(sess);
       }
     } else if (state === 'failed') {
@@ -555,6 +825,66 @@
   }
 
   // ---------------------------------------------------------------------------
+  // Transcript (the chat view): user lines and assistant lines, keyed by turn id
+  // ---------------------------------------------------------------------------
+  function assistantName() {
+    if (!el.characterField.hidden && el.characterSelect.selectedIndex >= 0) {
+      const opt = el.characterSelect.options[el.characterSelect.selectedIndex];
+      if (opt && opt.textContent) return opt.textContent;
+    }
+    const a = selectedAvatar();
+    return (a && (a.name || a.id)) || 'Assistant';
+  }
+
+  /** Append a line; returns {li, text} where `text` is the element holding the words. */
+  function addLine(role, text, { turn = null, note = '' } = {}) {
+    const box = el.transcript;
+    const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+    const li = document.createElement('li');
+    li.className = `msg ${role}`;
+    if (turn != null) li.dataset.turn = String(turn);
+    const who = document.createElement('span');
+    who.className = 'msg-who';
+    who.textContent = role === 'user' ? 'You' : assistantName();
+    if (note) {
+      const n = document.createElement('span');
+      n.className = 'msg-note';
+      n.textContent = note;
+      who.append(' ', n);
+    }
+    const body = document.createElement('span');
+    body.className = 'msg-text';
+    body.textContent = text;
+    li.append(who, body);
+    box.append(li);
+    while (box.childElementCount > CONFIG.maxLogEntries) box.firstElementChild.remove();
+    if (nearBottom) box.scrollTop = box.scrollHeight;
+    return { li, text: body };
+  }
+
+  function findLine(role, turn) {
+    if (turn == null) return null;
+    const key = String(turn);
+    for (const li of el.transcript.children) {
+      if (li.dataset.turn === key && li.classList.contains(role)) return li;
+    }
+    return null;
+  }
+
+  function scrollTranscript() {
+    const box = el.transcript;
+    if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+  }
+
+  function markInterrupted(turn) {
+    const li = findLine('assistant', turn);
+    if (li) { li.classList.add('interrupted'); li.classList.remove('live'); }
+    if (turn != null && String(turn) === (session && session.textTurn)) {
+      el.assistantText.classList.add('interrupted');
+    }
+  }
+
+  // ---------------------------------------------------------------------------
   // Events from the server
   // ---------------------------------------------------------------------------
   const LATENCY_LABELS = {
@@ -597,11 +927,15 @@
   }
 
   function handleEvent(sess, ev) {
+    const turn = ev.turn_id != null ? String(ev.turn_id) : null;
     switch (ev.type) {
       case 'state': {
         const state = String(ev.state || 'unknown');
+        if (turn !== null && state === 'thinking') sess.activeTurn = turn;
         setAvatarState(state);
-        log(`State: ${state}`, 'event');
+        log(`State: ${state}${turn ? ` (${turn})` : ''}`, 'event');
+        const line = findLine('assistant', turn);
+        if (line) line.classList.toggle('live', state === 'speaking' || state === 'thinking');
         if (state === 'speaking' && sess.pendingSay) {
           log(`Client: Send → speaking in ${Math.round(performance.now() - sess.pendingSay)} ms`, 'debug');
           sess.pendingSay = null;
@@ -612,12 +946,29 @@
         dh.ready = true;
         log('Avatar media started', 'event');
         break;
+      case 'mic_mode': {
+        const mode = String(ev.mode || '');
+        if (CONFIG.micModes.includes(mode) && mode !== dh.micMode) setMicMode(mode);
+        // A mode change drops a half-heard utterance: do not stay "listening".
+        if (dh.avatarState === 'listening') setAvatarState('idle');
+        log(`Mic mode: ${mode.replace(/_/g, ' ')}`, 'event');
+        break;
+      }
+      case 'user_transcript': {
+        const text = typeof ev.text === 'string' ? ev.text.trim() : '';
+        let li = findLine('user', turn);
+        if (!li) li = addLine('user', '', { turn, note: '(spoken)' }).li;
+        li.querySelector('.msg-text').textContent = text || 'Nothing recognised';
+        li.classList.toggle('empty', !text);
+        scrollTranscript();
+        log(`Heard: ${text || '(nothing recognised)'}`, 'event');
+        break;
+      }
       case 'assistant_text': {
         const text = typeof ev.text === 'string' ? ev.text : '';
-        const turn = ev.turn_id != null ? String(ev.turn_id) : null;
         if (turn !== null && turn === sess.textTurn && sess.assistantText) {
           if (ev.delta === true) {
-            sess.assistantText += text;               // token/chunk deltas
+            sess.assistantText += text;               // token/chunk deltas: appended raw
           } else if (text.startsWith(sess.assistantText)) {
             sess.assistantText = text;                // cumulative text
           } else {
@@ -629,28 +980,61 @@
         }
         dh.lastTurnId = turn;
         setAssistantText(sess.assistantText.trim(), { empty: false });
-        log(`Assistant: ${text}`, 'event');
+        let li = findLine('assistant', turn);
+        if (!li) {
+          li = addLine('assistant', '', { turn }).li;
+          li.classList.add('live');
+          if (ev.delta !== true) li.classList.add('verbatim');
+        }
+        li.querySelector('.msg-text').textContent = sess.assistantText.trim();
+        scrollTranscript();
+        if (ev.delta !== true) log(`Assistant: ${text}`, 'event');
+        else if (!sess.loggedDelta || sess.loggedDelta !== turn) {
+          sess.loggedDelta = turn;
+          log(`Assistant answering (${turn})…`, 'event');
+        }
         break;
       }
       case 'turn_end': {
         const interrupted = !!ev.interrupted;
-        if (interrupted && ev.turn_id != null && String(ev.turn_id) === sess.textTurn) {
-          el.assistantText.classList.add('interrupted');
+        if (turn !== null && turn === sess.activeTurn) sess.activeTurn = null;
+        const li = findLine('assistant', turn);
+        if (li) li.classList.remove('live');
+        if (interrupted) {
+          markInterrupted(turn);
+          sess.lastInterrupted = turn;
+        } else if (li && turn === sess.textTurn) {
+          log(`Assistant: ${sess.assistantText.trim()}`, 'event');
         }
-        log(`Turn ${ev.turn_id != null ? ev.turn_id : ''} ended${interrupted ? ' (interrupted)' : ''}`, 'event');
+        log(`Turn ${turn || ''} ended${interrupted ? ' (interrupted)' : ''}`, 'event');
+        break;
+      }
+      case 'barge_in': {
+        // The user started talking over the avatar: the current reply stops.
+        const target = sess.activeTurn || sess.lastInterrupted || sess.textTurn;
+        if (target) markInterrupted(target);
+        log('Barge-in: you interrupted the avatar', 'event');
+        break;
+      }
+      case 'utterance_truncated': {
+        const message = ev.message || `You spoke for more than ${ev.max_s || '?'} s; answering what was heard so far`;
+        showNotice(String(message), 'warn');
+        log(`Utterance truncated: ${message}`, 'warn');
         break;
       }
       case 'error': {
         const message = ev.message || ev.detail || 'Unknown server error';
-        showNotice(String(message), 'error');
-        log(`Server error: ${message}`, 'error');
+        const stage = ev.stage ? String(ev.stage) : '';
+        const text = String(message);
+        showNotice(text.charAt(0).toUpperCase() + text.slice(1), 'error');
+        log(`Server error${stage ? ` (${stage})` : ''}: ${message}`, 'error');
         break;
       }
       case 'latency': {
         const line = formatLatency(ev.marks);
         dh.lastLatency = { turn_id: ev.turn_id, marks: ev.marks, text: line };
         el.latency.textContent = line;
-        log(`Latency${ev.turn_id != null ? ` ${ev.turn_id}` : ''}: ${line || JSON.stringify(ev.marks)}`, 'event');
+        log(`Latency${turn ? ` ${turn}` : ''}: ${line || JSON.stringify(ev.marks)}`, 'event');
         break;
       }
       default:
@@ -676,6 +1060,7 @@
       pc: null,
       dc: null,
       micStream: null,
+      micTrack: null,
       remoteStream: new MediaStream(),
       abort: new AbortController(),
       connectTimer: null,
@@ -683,7 +1068,11 @@
       statsTimer: null,
       assistantText: '',
       textTurn: null,
+      activeTurn: null,       // the turn between its "thinking" state and its turn_end
+      lastInterrupted: null,
+      loggedDelta: null,
       pendingSay: null,
+      keepNotice: false,      // a microphone notice stays up when the media connects
     };
     session = sess;
     dh.events.length = 0;   // same array object, emptied per session
@@ -694,8 +1083,13 @@
     dh.lastTurnId = null;
     el.latency.textContent = '';
     el.stats.hidden = true;
+    el.transcript.replaceChildren();   // a new session is a new conversation
     setAssistantText('Nothing said yet.', { empty: true });
+    dh.micEnabled = false;
+    dh.micMuted = false;
+    dh.pttDown = false;
     setConnState(CONN.CONNECTING);
+    if (CONFIG.sendMicrophone) primeAudioContext();  // inside the click: allowed to start
 
     // Attach the (still empty) stream and call play() inside the click handler so the
     // browser counts playback as user-initiated; tracks are added to it as they arrive.
@@ -705,7 +1099,33 @@
 
     try {
       sess.micStream = await getLocalAudio();
-      if (sess !== session) return;
+      if (sess !== session) {
+        if (sess.micStream) sess.micStream.getTracks().forEach((t) => t.stop());
+        return;
+      }
+      if (sess.micStream) {
+        sess.micTrack = sess.micStream.getAudioTracks()[0];
+        dh.micEnabled = true;
+        dh.micError = null;
+        startMeter(sess.micStream);
+        sess.micTrack.addEventListener('ended', () => {
+          if (sess !== session) return;
+          dh.micEnabled = false;
+          dh.micError = 'the microphone stopped (unplugged or revoked)';
+          stopMeter();
+          showNotice('The microphone stopped; you can still type.', 'warn');
+          log('Microphone track ended', 'warn');
+          updateControls();
+        });
+        log(`Microphone on: ${sess.micTrack.label || 'default device'} (${dh.micMode.replace(/_/g, ' ')})`);
+      } else {
+        sess.keepNotice = CONFIG.sendMicrophone;
+        if (CONFIG.sendMicrophone) {
+          showNotice(`Microphone off: ${dh.micError}. The avatar can't hear you; type your messages instead.`, 'warn');
+        }
+        log(`No microphone: ${dh.micError}; receiving only`, 'warn');
+      }
+      updateControls();
 
       const body = {};
       if (el.avatarSelect.value) body.avatar = el.avatarSelect.value;
@@ -751,10 +1171,6 @@
         log(`Server busy: ${err.message}`, 'warn');
         await teardown(sess, { remote: true, state: CONN.FAILED });
         showBusyNotice(err.retryAfter);
-        return;
-      }
-      if (err && err.name === 'NotAllowedError') {
-        fail('Microphone permission denied');
         return;
       }
       fail(err && err.message ? err.message : String(err));
@@ -803,6 +1219,10 @@
       dh.sessionId = null;
       dh.pc = null;
       dh.channelOpen = false;
+      dh.micEnabled = false;
+      dh.micMuted = false;
+      dh.pttDown = false;
+      stopMeter();
       el.video.pause();
       el.video.srcObject = null;
       el.video.muted = false;
@@ -833,12 +1253,27 @@
     el.start.focus();
   }
 
-  async function say() {
+  /** Set what Enter / #send does: "ask" (the LLM answers) or "say" (verbatim). */
+  function setSendAction(action) {
+    dh.sendAction = action === 'say' ? 'say' : 'ask';
+    el.ask.setAttribute('aria-checked', String(dh.sendAction === 'ask'));
+    el.say.setAttribute('aria-checked', String(dh.sendAction === 'say'));
+    el.send.textContent = dh.sendAction === 'ask' ? 'Ask' : 'Say';
+    el.text.placeholder = dh.sendAction === 'ask'
+      ? 'Ask something…  (Enter sends, Shift+Enter new line, Esc interrupts)'
+      : 'Type what the avatar should say…  (Enter sends, Shift+Enter new line, Esc interrupts)';
+  }
+
+  /**
+   * Send the text box: "ask" -> POST /ask (the character answers it aloud; shown as your line),
+   * "say" -> POST /say (the avatar says exactly this).
+   */
+  async function send(action = dh.sendAction) {
     const sess = session;
     if (!sess || dh.state !== CONN.CONNECTED) return;
     const text = el.text.value.trim();
     if (!text) {
-      log('Type something to say first', 'warn');
+      log(`Type something to ${action} first`, 'warn');
       el.text.focus();
       return;
     }
@@ -847,20 +1282,24 @@
       return;
     }
     el.send.disabled = true;
+    // Your typed question shows at once; the server's reply lines follow under it.
+    const line = action === 'ask' ? addLine('user', text, { note: '(typed)' }).li : null;
     try {
       const t0 = performance.now();
-      const res = await api(sessionPath(sess, '/say'), { method: 'POST', auth: true, body: { text } });
+      const res = await api(sessionPath(sess, action === 'ask' ? '/ask' : '/say'), { method: 'POST', auth: true, body: { text } });
       if (sess !== session) return;
       sess.pendingSay = t0;
       const turn = res && res.turn_id != null ? res.turn_id : '?';
-      log(`You: ${text}  (turn ${turn}, ${Math.round(performance.now() - t0)} ms)`, 'out');
+      if (line && turn !== '?') line.dataset.turn = String(turn);
+      log(`You (${action}): ${text}  (turn ${turn}, ${Math.round(performance.now() - t0)} ms)`, 'out');
       if (el.text.value.trim() === text) el.text.value = '';
       updateCounter();
-      hideNotice();
+      if (!sess.keepNotice) hideNotice();
     } catch (err) {
       if (sess !== session) return;
+      if (line) line.classList.add('failed');
       showNotice(err.message);
-      log(`Say failed: ${err.message}`, 'error');
+      log(`${action === 'ask' ? 'Ask' : 'Say'} failed: ${err.message}`, 'error');
       if (err instanceof ApiError && (err.status === 404 || err.status === 401 || err.status === 410)) {
         teardown(sess, { remote: false, state: CONN.FAILED });
       }
@@ -889,17 +1328,74 @@
   el.start.addEventListener('click', () => { start(); });
   el.stop.addEventListener('click', () => { stop(); });
   el.interrupt.addEventListener('click', () => { interrupt(); });
-  el.form.addEventListener('submit', (e) => { e.preventDefault(); say(); });
+  el.form.addEventListener('submit', (e) => { e.preventDefault(); send(); });
   el.text.addEventListener('input', updateCounter);
   el.text.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
       e.preventDefault();
-      if (!el.send.disabled) say();
+      if (!el.send.disabled) send();
     } else if (e.key === 'Escape' && dh.state === CONN.CONNECTED) {
       e.preventDefault();
       interrupt();
     }
   });
+  el.ask.addEventListener('click', () => setSendAction('ask'));
+  el.say.addEventListener('click', () => setSendAction('say'));
+  // Arrow keys move between the two radio buttons.
+  for (const b of [el.ask, el.say]) {
+    b.addEventListener('keydown', (e) => {
+      if (['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown'].includes(e.key)) {
+        e.preventDefault();
+        const next = dh.sendAction === 'ask' ? 'say' : 'ask';
+        setSendAction(next);
+        (next === 'ask' ? el.ask : el.say).focus();
+      }
+    });
+  }
+  el.transcriptClear.addEventListener('click', () => el.transcript.replaceChildren());
+
+  // Microphone controls.
+  el.micMode.addEventListener('change', () => setMicMode(el.micMode.value, { user: true }));
+  el.micMute.addEventListener('click', () => setMicMuted(!dh.micMuted));
+  // Hold to talk: pointer (mouse, touch, pen) held on the button.
+  el.ptt.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0) return;
+    e.preventDefault();
+    try { el.ptt.setPointerCapture(e.pointerId); } catch { /* ignore */ }
+    pttPress();
+  });
+  for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
+    el.ptt.addEventListener(type, () => pttRelease());
+  }
+  el.ptt.addEventListener('contextmenu', (e) => e.preventDefault());  // long-press menu on touch
+  // Keyboard on the focused button: Enter/Space held.
+  el.ptt.addEventListener('keydown', (e) => {
+    if ((e.key === 'Enter' || e.key === ' ') && !e.repeat) { e.preventDefault(); pttPress(); }
+  });
+  el.ptt.addEventListener('keyup', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pttRelease(); }
+  });
+  // Space held anywhere (but in a text field) talks in push-to-talk mode; M toggles mute.
+  const typingIn = (t) => t && (t.isContentEditable || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT'
+    || (t.tagName === 'INPUT' && !['button', 'checkbox', 'radio', 'submit', 'reset'].includes(t.type)));
+  document.addEventListener('keydown', (e) => {
+    if (typingIn(e.target) || e.ctrlKey || e.metaKey || e.altKey || e.target === el.ptt) return;
+    if (e.code === 'Space' || e.key === ' ') {
+      if (dh.micMode !== 'push_to_talk' || !session) return;
+      e.preventDefault();  // no page scroll, no click on a focused button
+      if (!e.repeat) pttPress();
+    } else if ((e.key === 'm' || e.key === 'M') && !e.repeat && session && session.micTrack) {
+      setMicMuted(!dh.micMuted);
+    }
+  });
+  document.addEventListener('keyup', (e) => {
+    if ((e.code === 'Space' || e.key === ' ') && dh.pttDown && e.target !== el.ptt) {
+      e.preventDefault();
+      pttRelease();
+    }
+  });
+  window.addEventListener('blur', () => pttRelease());
+  document.addEventListener('visibilitychange', () => { if (document.hidden) pttRelease(); });
   el.avatarSelect.addEventListener('change', updateAvatarPreview);
   el.placeholderImg.addEventListener('error', () => {
     el.placeholderImg.hidden = true;
@@ -935,6 +1431,13 @@
 
   // Initial state
   if (!window.RTCPeerConnection) showNotice('This browser does not support WebRTC.');
+  try {
+    const savedMode = localStorage.getItem('dh.micMode');
+    if (CONFIG.micModes.includes(savedMode)) dh.micMode = savedMode;
+  } catch { /* storage may be disabled */ }
+  if (CONFIG.micModes.includes(params.get('mode'))) dh.micMode = params.get('mode');
+  if (!CONFIG.sendMicrophone) dh.micError = 'microphone turned off (?mic=0)';
+  setSendAction('ask');
   updateCounter();
   setConnState(CONN.IDLE);
   setAvatarState('offline');

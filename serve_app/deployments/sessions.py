@@ -6,13 +6,15 @@ from typing import Any
 from ray import serve
 
 from actors.pool import SessionPool
+from actors.session import Stages
 from serve_app.config import Profile, load_characters
 
 
 @serve.deployment(name="SessionManager", num_replicas=1)
 class SessionManager:
-    async def __init__(self, profile: Profile, tts: Any, lipsync: Any) -> None:
-        self.pool = SessionPool(profile, load_characters(profile.characters_dir), tts, lipsync)
+    async def __init__(self, profile: Profile, tts: Any, lipsync: Any, asr: Any, llm: Any) -> None:
+        stages = Stages(tts=tts, lipsync=lipsync, asr=asr, llm=llm)
+        self.pool = SessionPool(profile, load_characters(profile.characters_dir), stages)
         self.pool.fill()
 
     async def create(self, avatar: str | None, character: str | None) -> dict:

@@ -136,7 +136,9 @@ async def wait_media_time(page, seconds: float) -> None:
 
 
 async def say(page, text: str) -> str:
-    """Type `text` and press Enter; returns the turn id from the /say response."""
+    """Choose "Say verbatim", type `text` and press Enter; returns the turn id from the /say
+    response. (Enter asks the character by default.)"""
+    await page.click("#say")
     await page.fill("#text", text)
     async with page.expect_response(
         lambda r: r.request.method == "POST" and r.url.endswith("/say")

@@ -18,7 +18,10 @@ def test_cpu_profile_fits_two_cores():
     profile = load_profile("configs/cpu.yaml")
     reserved = sum(
         opts.ray_actor_options.get("num_cpus", 1) * (opts.num_replicas or 1)
-        for opts in (profile.tts.deployment, profile.lipsync.deployment, profile.ingress, profile.session_manager)
+        for opts in (
+            profile.asr.deployment, profile.llm.deployment, profile.tts.deployment,
+            profile.lipsync.deployment, profile.ingress, profile.session_manager,
+        )
     )
     reserved += profile.sessions.actor_num_cpus * (profile.sessions.max_sessions + profile.sessions.warm_pool)
     assert reserved <= 2

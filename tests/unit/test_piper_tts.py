@@ -90,10 +90,14 @@ async def test_event_loop_stays_responsive_while_synthesizing(tts):
             last = now
 
     tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
     await _collect(tts.stream("A sentence long enough to take a while to synthesize on a CPU."))
+    took = time.perf_counter() - started
     stop = True
     await tick
-    assert max(gaps) < 0.1  # synthesis blocking the loop would show as one long gap
+    # Synthesis blocking the loop would show as one gap as long as the synthesis itself;
+    # relative to it, so a slow (loaded) machine doesn't fail a working engine.
+    assert len(gaps) >= 3 and max(gaps) < 0.5 * took, (max(gaps), took)
 
 
 @pytest.mark.asyncio

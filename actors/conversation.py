@@ -1,0 +1,106 @@
+"""A spoken exchange: the character's prompt, a bounded history, and the reply to one utterance.
+
+`reply` is the sentence source of a conversational turn: (ASR -> user transcript ->) streamed
+LLM -> sentences as soon as each ends. It runs inside the turn's task, so a barge-in that cancels
+the turn closes it, and its `finally` closes the LLM stream on the LLM replica.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+
+from actors.turn import Marks
+from serve_app.config import Character
+from serve_app.engines.llm.sentences import SentenceSplitter
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict], None]
+
+
+class Conversation:
+    """System prompt plus the last `max_turns` user/assistant exchanges."""
+
+    def __init__(self, character: Character, max_turns: int) -> None:
+        self.character = character
+        self._max_messages = 2 * max_turns
+        self._history: list[dict[str, str]] = []
+
+    def messages(self, user_text: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.character.system_prompt}] if self.character.system_prompt else []
+        return system + self._history + [{"role": "user", "content": user_text}]
+
+    def record(self, user_text: str, assistant_text: str) -> None:
+        """Remember an exchange; an interrupted reply is kept as far as it was spoken."""
+        self._history += [
+            {"role": "user", "content": user_text},
+            {"role": "assistant", "content": assistant_text or "…"},
+        ]
+        del self._history[: -self._max_messages]
+
+    def __len__(self) -> int:
+        return len(self._history) // 2
+
+
+def _cause(exc: BaseException) -> str:
+    # Ray wraps remote errors; the original (e.g. LLMUnavailable) carries the useful message.
+    cause = getattr(exc, "cause", None) or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+async def reply(
+    *,
+    audio: np.ndarray | None = None,
+    text: str | None = None,
+    turn_id: str,
+    asr: Any,
+    llm: Any,
+    conversation: Conversation,
+    marks: Marks,
+    emit: Emit,
+    max_tokens: int | None,
+    min_words: int = 1,
+) -> AsyncIterator[str]:
+    """Yields the reply's sentences to the user's `audio` (transcribed first) or typed `text`;
+    records the exchange in `conversation` when done."""
+    if audio is not None:
+        try:
+            transcript = await asr.transcribe.remote(audio)
+        except Exception as exc:
+            log.warning("ASR failed: %s", exc)
+            emit({"type": "error", "stage": "asr", "turn_id": turn_id,
+                  "message": f"speech recognition failed: {_cause(exc)}"})
+            yield conversation.character.apology_asr
+            return
+        marks.mark("asr_done")
+        text = transcript.text.strip()
+        emit({"type": "user_transcript", "turn_id": turn_id, "text": text})
+        if len(text.split()) < min_words and not _has_cjk(text):
+            return  # noise or a cough: nothing to answer
+    stream = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens)
+    splitter = SentenceSplitter()
+    said: list[str] = []
+    try:
+        async for delta in stream:
+            marks.mark("llm_first_token")
+            emit({"type": "assistant_text", "turn_id": turn_id, "text": delta, "delta": True})
+            for sentence in splitter.push(delta):
+                said.append(sentence)
+                yield sentence
+        for sentence in splitter.flush():
+            said.append(sentence)
+            yield sentence
+    except Exception as exc:
+        log.warning("LLM failed: %s", exc)
+        emit({"type": "error", "stage": "llm", "turn_id": turn_id, "message": f"the language model failed: {_cause(exc)}"})
+        if not said:
+            yield conversation.character.apology_llm
+    finally:
+        stream.cancel()  # barge-in: stop generating on the LLM replica
+        conversation.record(text, " ".join(said))
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)

@@ -1,0 +1,24 @@
+"""The LLM stage: a chat history in, streamed text deltas out."""
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol
+
+
+class LLMUnavailable(RuntimeError):
+    """The backend cannot answer (unreachable, timed out, bad key); the message says why."""
+
+
+# Messages are OpenAI-style dicts: {"role": "system" | "user" | "assistant", "content": str}.
+Message = dict[str, str]
+
+
+class LLMEngine(Protocol):
+    """Every LLM backend implements this; backends are chosen by name in config."""
+
+    def stream(self, messages: list[Message], max_tokens: int | None = None) -> AsyncIterator[str]:
+        """Yield the reply as text deltas as soon as they are generated.
+
+        Raises LLMUnavailable (before or during the stream) when the backend fails. Closing
+        the iterator (barge-in) must stop generation promptly.
+        """
+        ...
