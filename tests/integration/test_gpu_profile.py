@@ -47,10 +47,11 @@ def test_gpu_profile_schedules_fractional_gpus():
     profile = load_profile("configs/gpu.yaml")
     wanted = sum(
         stage.deployment.ray_actor_options.get("num_gpus", 0) * stage.deployment.autoscaling_config["min_replicas"]
-        for stage in (profile.tts, profile.lipsync)
+        for stage in (profile.asr, profile.llm, profile.tts, profile.lipsync)
     )
     assert report["profile"] == "gpu"
     assert report["gpu_total"] == 1
-    assert report["gpu_free"] == pytest.approx(1 - wanted)  # 0.25 (TTS) + 0.5 (LipSync) in use
-    for name in ("TTS", "LipSync", "Ingress", "SessionManager"):
+    assert wanted == pytest.approx(0.875)  # ASR 0.125 + TTS 0.25 + LipSync 0.5; the LLM is remote
+    assert report["gpu_free"] == pytest.approx(1 - wanted)
+    for name in ("ASR", "LLM", "TTS", "LipSync", "Ingress", "SessionManager"):
         assert report["deployments"][name]["status"].endswith("HEALTHY"), report["deployments"]

@@ -29,7 +29,7 @@ def test_cpu_profile_fits_two_cores():
 
 def test_gpu_profile_gives_models_fractional_gpus():
     profile = load_profile("configs/gpu.yaml")
-    for stage in (profile.tts, profile.lipsync):
+    for stage in (profile.asr, profile.tts, profile.lipsync):
         assert 0 < stage.deployment.ray_actor_options["num_gpus"] < 1
         assert stage.deployment.autoscaling_config["max_replicas"] > 1
 
