@@ -226,9 +226,11 @@ class Bench:
                 if done:
                     piece, piece_delta = done[0], d
                     break
-            if piece is None:
-                rest = splitter.flush()
+            if piece is None:  # the whole reply was one piece: complete when the stream ended,
+                rest = splitter.flush()  # which is just after its last delta (one more token)
                 piece = rest[0] if rest else None
+                piece_delta = deltas[-1] if rest else None
+                rec["first_piece_at_stream_end"] = True
             rec["first_piece"] = piece
             if self.same_host:
                 speech_end = self.wall_to_mono(lat["t"]) - marks["first_frame_sent"] / 1000
@@ -417,6 +419,8 @@ def summarize(report: dict) -> None:
     for key, label in rows:
         if key in st:
             print(f"    {label:<84} {fmt(st[key]):>6}")
+    print("    (per turn, speech_end offset + VAD wait + ASR + LLM first token + first sentence TTS + lip-sync\n"
+          "     + network = its reply ms exactly; the medians of the parts need not add up to the median)")
 
     print("\n=== Barge-in latency: interruption's first speech sample sent -> reply silent at the client")
     print(f"  trials {len(good)} of {len(trials)} measured"

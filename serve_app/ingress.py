@@ -10,7 +10,6 @@ ingress replicas can serve any session. Every session endpoint needs the session
 
 import os
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import ray

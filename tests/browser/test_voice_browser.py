@@ -15,14 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser.test_web_client import (  # noqa: F401 (browser_page is a fixture)
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from tests.browser.support import (
     TIMEOUT_MS,
-    browser_page,
     inbound,
+    launch_page,
     sessions_active,
     wait_event,
     wait_media_time,
@@ -67,29 +64,16 @@ async def write_question_wav(path: Path) -> float:
 @pytest.fixture
 async def voice_page(tmp_path):
     """Chromium with a fake microphone playing the question once (`%noloop`), permission granted."""
-    assert Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: apt-get install chromium"
     wav = tmp_path / "question.wav"
     seconds = await write_question_wav(wav)
     assert 1.0 < seconds < 5.0, seconds
-    args = CHROMIUM_ARGS + [
+    fake_mic = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
     ]
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=args,
-            viewport={"width": 1280, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            await context.close()
+    async with launch_page(tmp_path / "profile", fake_mic, height=1000) as page:
+        yield page
 
 
 async def wait_new_event(page, type_: str, action, timeout_ms: int = TIMEOUT_MS, **extra) -> None:

@@ -7,43 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from playwright.async_api import async_playwright
+from tests.browser.support import (
+    inbound,
+    sessions_active,
+    wait_event,
+    wait_media_time,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SCREENSHOT = Path(os.environ.get("DH_BROWSER_SCREENSHOT", "/tmp/browser_speaking.png"))
-TIMEOUT_MS = 30_000
-
-# Inbound RTP stats of the current peer connection, by kind.
-INBOUND_STATS_JS = """async () => {
-  const pc = window.dh.pc;
-  if (!pc) return null;
-  const out = {};
-  (await pc.getStats()).forEach((s) => {
-    if (s.type === 'inbound-rtp') out[s.kind || s.mediaType] = {
-      framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
-      totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel,
-      totalSamplesDuration: s.totalSamplesDuration, packetsReceived: s.packetsReceived,
-    };
-  });
-  return out;
-}"""
 
 # Every decoded video frame that is painted: dark pixels (the inside of an open mouth) in the
 # mouth box, with the avatar state shown at that moment, into window.mouthSamples.
@@ -76,63 +53,6 @@ def mouth_box() -> list[int]:
     avatar = SpriteAvatar(PROJECT_ROOT / "avatars" / "default")
     xs0, ys0, xs1, ys1 = zip(*(avatar.mouth_box(i) for i in range(0, 250, 5)))
     return [max(0, min(xs0) - 4), max(0, min(ys0) - 4), max(xs1) + 4, max(ys1) + 4]
-
-
-# A predicate over window.dh.events: `has_event(type, turn, extra)`.
-HAS_EVENT_JS = """([type, turn, extra]) => window.dh.events.some((e) => e.type === type
-  && (turn === null || String(e.turn_id) === String(turn))
-  && Object.entries(extra).every(([k, v]) => e[k] === v))"""
-
-
-async def sessions_active(app_url: str) -> int:
-    async with httpx.AsyncClient(base_url=app_url, timeout=10) as http:
-        resp = await http.get("/api/health")
-        resp.raise_for_status()
-        return resp.json()["sessions"]
-
-
-@pytest.fixture
-async def browser_page(tmp_path):
-    # A missing browser fails the test (scripts/test.sh installs it); it is never skipped.
-    assert Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: apt-get install chromium"
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            await context.close()
-
-
-async def inbound(page) -> dict:
-    stats = await page.evaluate(INBOUND_STATS_JS)
-    assert stats and "video" in stats and "audio" in stats, stats
-    return stats
-
-
-async def wait_event(page, type_: str, turn=None, timeout_ms: int = TIMEOUT_MS, **extra) -> dict:
-    await page.wait_for_function(HAS_EVENT_JS, arg=[type_, turn, extra], timeout=timeout_ms)
-    return await page.evaluate(
-        """([type, turn, extra]) => window.dh.events.find((e) => e.type === type
-          && (turn === null || String(e.turn_id) === String(turn))
-          && Object.entries(extra).every(([k, v]) => e[k] === v))""",
-        [type_, turn, extra],
-    )
-
-
-async def wait_media_time(page, seconds: float) -> None:
-    """Wait until the <video> has played `seconds` more of media."""
-    t0 = await page.evaluate("document.getElementById('video').currentTime")
-    await page.wait_for_function(
-        "t0 => document.getElementById('video').currentTime >= t0", arg=t0 + seconds
-    )
 
 
 async def say(page, text: str) -> str:

@@ -1,7 +1,6 @@
 """Spoken conversation over a real aiortc peer: the client's mic sends Piper-made speech."""
 from __future__ import annotations
 
-import asyncio
 
 import numpy as np
 import pytest

@@ -266,5 +266,5 @@ def test_registry(engine):
     e = create_lipsync_engine("viseme", avatars_dir=AVATARS)
     assert isinstance(e, VisemeLipSyncEngine)
     assert "default" in [a["id"] for a in e.list_avatars()]
-    with pytest.raises(ValueError, match="known: viseme"):
+    with pytest.raises(ValueError, match=r"known engines: \['viseme'\]"):
         create_lipsync_engine("nope")

@@ -1,26 +1,19 @@
-"""Lip-sync backends, chosen by name in config. Adding one = a module + a line in ENGINES."""
+"""Lip-sync backends by name; adding one is a module plus a line in ``_ENGINES``."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
-from serve_app.engines.lipsync.base import LipSyncChunk, LipSyncEngine
+from ..registry import create_engine
+from .base import LipSyncChunk, LipSyncEngine
 
-
-def _viseme(**options) -> LipSyncEngine:
-    from serve_app.engines.lipsync.viseme_engine import VisemeLipSyncEngine
-
-    return VisemeLipSyncEngine(**options)
-
-
-# Factories import their module lazily, so choosing one backend never loads another's deps.
-ENGINES: dict[str, Callable[..., LipSyncEngine]] = {"viseme": _viseme}
+_ENGINES = {
+    "viseme": ("viseme_engine", "VisemeLipSyncEngine"),
+}
 
 
-def create_lipsync_engine(name: str, **options) -> LipSyncEngine:
-    factory = ENGINES.get(name)
-    if factory is None:
-        raise ValueError(f"unknown lip-sync engine {name!r}; known: {', '.join(sorted(ENGINES))}")
-    return factory(**options)
+def create_lipsync_engine(name: str, **options: Any) -> LipSyncEngine:
+    """Build the lip-sync backend called ``name`` with its config ``options``."""
+    return create_engine("lip-sync", __package__, _ENGINES, name, options)
 
 
-__all__ = ["ENGINES", "LipSyncChunk", "LipSyncEngine", "create_lipsync_engine"]
+__all__ = ["LipSyncChunk", "LipSyncEngine", "create_lipsync_engine"]

