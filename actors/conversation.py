@@ -21,11 +21,17 @@ Emit = Callable[[dict], None]
 
 
 class Conversation:
-    """System prompt plus the last `max_turns` user/assistant exchanges."""
+    """System prompt plus at most `max_turns` user/assistant exchanges.
+
+    When full, the history is trimmed to its newest half at once rather than by one exchange
+    per turn: a local LLM (llama.cpp) reuses its cache for a prompt that extends the previous
+    one, and sliding the window by one turn would change every token after the system prompt.
+    """
 
     def __init__(self, character: Character, max_turns: int) -> None:
         self.character = character
         self._max_messages = 2 * max_turns
+        self._keep_messages = 2 * max(1, max_turns // 2) if max_turns else 0
         self._history: list[dict[str, str]] = []
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
@@ -33,12 +39,14 @@ class Conversation:
         return system + self._history + [{"role": "user", "content": user_text}]
 
     def record(self, user_text: str, assistant_text: str) -> None:
-        """Remember an exchange; an interrupted reply is kept as far as it was spoken."""
+        """Remember an exchange: the model's own text for a finished reply (so the next prompt
+        extends the cached one), the spoken part for an interrupted one."""
         self._history += [
             {"role": "user", "content": user_text},
             {"role": "assistant", "content": assistant_text or "…"},
         ]
-        del self._history[: -self._max_messages]
+        if len(self._history) > self._max_messages:
+            del self._history[: len(self._history) - self._keep_messages]
 
     def __len__(self) -> int:
         return len(self._history) // 2
@@ -54,6 +62,7 @@ async def reply(
     *,
     audio: np.ndarray | None = None,
     text: str | None = None,
+    early: Any = None,
     turn_id: str,
     asr: Any,
     llm: Any,
@@ -63,11 +72,12 @@ async def reply(
     max_tokens: int | None,
     min_words: int = 1,
 ) -> AsyncIterator[str]:
-    """Yields the reply's sentences to the user's `audio` (transcribed first) or typed `text`;
-    records the exchange in `conversation` when done."""
+    """Yields the reply's sentences to the user's `audio` (transcribed first, or by `early`, a
+    transcription of the same audio already under way) or typed `text`; records the exchange
+    in `conversation` when done."""
     if audio is not None:
         try:
-            transcript = await asr.transcribe.remote(audio)
+            transcript = await (early or asr.transcribe.remote(audio))
         except Exception as exc:
             log.warning("ASR failed: %s", exc)
             emit({"type": "error", "stage": "asr", "turn_id": turn_id,
@@ -82,8 +92,11 @@ async def reply(
     stream = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens)
     splitter = SentenceSplitter()
     said: list[str] = []
+    generated: list[str] = []
+    finished = False
     try:
         async for delta in stream:
+            generated.append(delta)
             marks.mark("llm_first_token")
             emit({"type": "assistant_text", "turn_id": turn_id, "text": delta, "delta": True})
             for sentence in splitter.push(delta):
@@ -92,6 +105,7 @@ async def reply(
         for sentence in splitter.flush():
             said.append(sentence)
             yield sentence
+        finished = True
     except Exception as exc:
         log.warning("LLM failed: %s", exc)
         emit({"type": "error", "stage": "llm", "turn_id": turn_id, "message": f"the language model failed: {_cause(exc)}"})
@@ -99,7 +113,7 @@ async def reply(
             yield conversation.character.apology_llm
     finally:
         stream.cancel()  # barge-in: stop generating on the LLM replica
-        conversation.record(text, " ".join(said))
+        conversation.record(text, "".join(generated).strip() if finished else " ".join(said))
 
 
 def _has_cjk(text: str) -> bool:

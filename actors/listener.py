@@ -3,6 +3,13 @@
 Hands-free mode runs the VAD utterance detector on everything heard. Push-to-talk mode
 ignores the VAD: the utterance is exactly what was heard between the client's `ptt` down and
 up messages. Either way the session gets `on_speech_start` (barge-in) and `on_utterance`.
+
+Two things happen before the detector is sure, because every millisecond counts:
+- the first voiced frame calls `on_maybe_speech` (the session holds the avatar's speech at
+  once) and a blip that never becomes speech calls `on_blip` (it resumes);
+- once a pause inside an utterance reaches `speculate_after_s`, `on_pause(audio)` starts
+  transcribing what was said so far; if the pause turns out to be the end, the utterance
+  comes with that transcription already under way, else it is discarded.
 """
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
@@ -29,14 +36,27 @@ class MicListener:
         self,
         detector: UtteranceDetector,
         on_speech_start: Callable[[], Awaitable[None]],
-        on_utterance: Callable[[np.ndarray, float, bool], Awaitable[None]],
+        on_utterance: Callable[..., Awaitable[None]],
         max_utterance_s: float,
+        *,
+        on_maybe_speech: Callable[[], None] = lambda: None,
+        on_blip: Callable[[], None] = lambda: None,
+        on_pause: Callable[[np.ndarray], Any] | None = None,
+        speculate_after_s: float = 0.15,
     ) -> None:
-        """`on_utterance(audio, ended_at, truncated)`: `ended_at` is the time.monotonic() at
-        which the speech itself ended (the VAD notices only after the end-silence window)."""
+        """`on_utterance(audio, ended_at, truncated, early)`: `ended_at` is the time.monotonic()
+        at which the speech itself ended (the VAD notices only after the end-silence window);
+        `early` is what `on_pause` returned for this utterance's final pause, or None.
+        `on_pause` returns a handle with `.cancel()` (a pending transcription)."""
         self._detector = detector
         self._on_speech_start = on_speech_start
         self._on_utterance = on_utterance
+        self._on_maybe_speech = on_maybe_speech
+        self._on_blip = on_blip
+        self._on_pause = on_pause
+        self._speculate_after_s = speculate_after_s
+        self._maybe = False  # an onset is being held, not yet confirmed
+        self._early: Any = None  # the transcription started in the current pause
         self._max_samples = int(max_utterance_s * SAMPLE_RATE)
         self.mode = "hands_free"
         self._ptt: list[np.ndarray] | None = None  # audio while the talk button is held
@@ -69,7 +89,9 @@ class MicListener:
             audio = np.concatenate(self._ptt) if self._ptt else np.zeros(0, np.float32)
             self._ptt = None
             if len(audio):
-                await self._on_utterance(audio[: self._max_samples], time.monotonic(), len(audio) > self._max_samples)
+                await self._on_utterance(
+                    audio[: self._max_samples], time.monotonic(), len(audio) > self._max_samples, None
+                )
                 return True
         return False
 
@@ -89,10 +111,33 @@ class MicListener:
                     continue
                 for event in self._detector.push(audio):
                     await self._handle(event)
+                self._watch_live_state()
 
     async def _handle(self, event) -> None:
         if isinstance(event, SpeechStart):
+            self._maybe = False
             await self._on_speech_start()
         elif isinstance(event, SpeechEnd):
             ended_at = time.monotonic() - (self._stream_s - event.t_end_s)
-            await self._on_utterance(event.audio, ended_at, event.truncated)
+            early, self._early = self._early, None
+            if early is not None and event.truncated:
+                early.cancel()  # cut mid-speech: the pause audio is not this utterance
+                early = None
+            await self._on_utterance(event.audio, ended_at, event.truncated, early)
+
+    def _watch_live_state(self) -> None:
+        phase = self._detector.phase
+        if phase == "onset" and not self._maybe:
+            self._maybe = True
+            self._on_maybe_speech()
+        elif phase == "silence" and self._maybe:  # never became speech: a cough, a click
+            self._maybe = False
+            self._on_blip()
+        if self._on_pause is None or phase != "speech":
+            return
+        pause = self._detector.silence_s
+        if pause >= self._speculate_after_s and self._early is None:
+            self._early = self._on_pause(self._detector.utterance_audio())
+        elif pause == 0 and self._early is not None:  # the user went on talking
+            self._early.cancel()
+            self._early = None

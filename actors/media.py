@@ -71,6 +71,7 @@ class MediaClock:
         self._units: dict[int, AVUnit] = {}
         self._next_index = 0  # lowest index not yet assigned a unit
         self._last_video: int | None = None
+        self._held = False  # speech paused (the user may be starting to talk)
         self.t0: float | None = None
         self.stats = ClockStats()
 
@@ -100,10 +101,26 @@ class MediaClock:
     def queued(self) -> int:
         return len(self._speech)
 
+    def hold(self) -> None:
+        """Pause speech at once, keeping it: unsent speech units go back to the front of the
+        queue and idle frames play until `resume()` (a false alarm) or `flush()` (barge-in)."""
+        if self._held:
+            return
+        self._held = True
+        sent = -1 if self._last_video is None else self._last_video  # frames on screen stay
+        assigned = sorted(i for i, u in self._units.items() if u.turn_id is not None and i > sent)
+        for index in reversed(assigned):
+            self._speech.appendleft(self._units[index])
+            self._units[index] = AVUnit(self._idle_frame(index))
+
+    def resume(self) -> None:
+        self._held = False
+
     def flush(self) -> int:
         """Barge-in: drop queued speech and turn already-assigned, unsent speech units idle."""
         dropped = len(self._speech)
         self._speech.clear()
+        self._held = False
         for index, unit in list(self._units.items()):
             if unit.turn_id is not None:
                 self._units[index] = AVUnit(self._idle_frame(index))
@@ -116,7 +133,7 @@ class MediaClock:
         """The unit for frame `index`; the first track to ask assigns it, the other reuses it."""
         unit = self._units.get(index)
         if unit is None:
-            if self._speech and index >= self._next_index:
+            if self._speech and index >= self._next_index and not self._held:
                 unit = self._speech.popleft()
                 self._space.set()
             else:

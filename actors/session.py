@@ -100,7 +100,6 @@ class SessionActor:
         self._avatar_id = avatar_id
         self._character = character
         self._conversation = Conversation(character, self._profile.llm.history_turns)
-        self._listener = self._make_listener()
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
         self._clock = MediaClock(
@@ -108,6 +107,7 @@ class SessionActor:
             max_frames_ahead=self._settings.max_frames_ahead,
             on_video_sent=self._on_video_sent,
         )
+        self._listener = self._make_listener()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         return {"session_id": self.id, "avatar": avatar_id, "character": character.id}
 
@@ -268,7 +268,20 @@ class SessionActor:
             max_utterance_s=vad.max_utterance_s,
             pre_roll_ms=vad.pre_roll_ms,
         )
-        return MicListener(detector, self._on_speech_start, self._on_utterance, vad.max_utterance_s)
+        return MicListener(
+            detector,
+            self._on_speech_start,
+            self._on_utterance,
+            vad.max_utterance_s,
+            on_maybe_speech=self._on_maybe_speech,
+            on_blip=self._clock.resume,
+            on_pause=lambda audio: self._stages.asr.transcribe.remote(audio),
+        )
+
+    def _on_maybe_speech(self) -> None:
+        """The first voiced frame: silence the avatar now; cancel once the VAD is sure."""
+        if self._turn is not None:
+            self._clock.hold()
 
     async def _on_speech_start(self) -> None:
         """The user started talking: barge in on whatever the avatar is doing."""
@@ -276,7 +289,7 @@ class SessionActor:
             self._emit({"type": "barge_in"})
         self._emit({"type": "state", "state": "listening"})
 
-    async def _on_utterance(self, audio, ended_at: float, truncated: bool) -> None:
+    async def _on_utterance(self, audio, ended_at: float, truncated: bool, early=None) -> None:
         self._last_activity = time.monotonic()
         if truncated:
             self._emit({
@@ -286,7 +299,7 @@ class SessionActor:
                 "I'll answer what I heard so far",
             })
         await self._interrupt()
-        self._start_reply(Marks("speech_end", started=ended_at), audio=audio)
+        self._start_reply(Marks("speech_end", started=ended_at), audio=audio, early=early)
 
     def _start_reply(self, marks: Marks, **user_input) -> Turn:
         return self._begin_turn(

@@ -307,43 +307,54 @@ class Bench:
             rec["last_loud_ms"] = round((window[loud[-1]].t - t_onset) * 1000, 1)
             rec["barge_ms"] = round((window[loud[-1] + 1].t - t_onset) * 1000, 1)
             rec["server_client_ms"] = round((barge["received_at"] - t_onset) * 1000, 1)
+            # The reply went silent before the barge_in event arrived: a pause between its words
+            # or sentences, or a server that pauses speech before the VAD confirms the onset.
+            rec["silent_before_event"] = rec["last_loud_ms"] < rec["server_client_ms"]
             if self.same_host:
                 rec["server_ms"] = round((self.wall_to_mono(barge["t"]) - t_onset) * 1000, 1)
         return rec
 
 
 # --- analysis -----------------------------------------------------------------------------
+def turn_stages(t: dict) -> dict | None:
+    """One turn's stage durations (ms). See bench/README.md."""
+    m = t.get("marks")
+    if "reply_ms" not in t or not m:
+        return None
+    row = {"reply": t["reply_ms"], "thinking_client": t["thinking_client_ms"]}
+    off = t.get("speech_end_offset_ms")
+    if off is not None:
+        row["speech_end_offset"] = off
+        row["vad_wait"] = t["thinking_server_ms"] - off
+        if "asr_done" in m:
+            row["asr"] = m["asr_done"] - row["vad_wait"]
+        row["net_jitter"] = t["reply_ms"] - m["first_frame_sent"] - off
+        if t.get("piper_lead_ms") is not None:
+            row["piper_lead"] = t["piper_lead_ms"]
+            row["net_jitter_only"] = row["net_jitter"] - t["piper_lead_ms"]
+    if "asr_done" in m and "llm_first_token" in m:
+        row["llm_first_token"] = m["llm_first_token"] - m["asr_done"]
+    if "llm_first_token" in m and "tts_first_audio" in m:
+        row["first_sentence_tts"] = m["tts_first_audio"] - m["llm_first_token"]
+        if t.get("first_piece_mark_ms") is not None:
+            row["llm_first_piece"] = t["first_piece_mark_ms"] - m["llm_first_token"]
+            row["tts_first_piece"] = m["tts_first_audio"] - t["first_piece_mark_ms"]
+    if "tts_first_audio" in m:
+        row["lipsync_queue"] = m["first_frame_sent"] - m["tts_first_audio"]
+    return {k: round(v, 1) for k, v in row.items()}
+
+
 def stages(turns: list[dict]) -> dict:
-    """Per-turn stage durations (ms), then their medians. See bench/README.md."""
-    rows = []
-    for t in turns:
-        m = t.get("marks")
-        if "reply_ms" not in t or not m:
-            continue
-        row = {"reply": t["reply_ms"], "thinking_client": t["thinking_client_ms"]}
-        off = t.get("speech_end_offset_ms")
-        if off is not None:
-            row["speech_end_offset"] = off
-            row["vad_wait"] = t["thinking_server_ms"] - off
-            row["uplink_vad_wait"] = t["thinking_server_ms"]
-            if "asr_done" in m:
-                row["asr"] = m["asr_done"] - row["vad_wait"]
-            row["net_jitter"] = t["reply_ms"] - m["first_frame_sent"] - off
-            if t.get("piper_lead_ms") is not None:
-                row["piper_lead"] = t["piper_lead_ms"]
-                row["net_jitter_only"] = row["net_jitter"] - t["piper_lead_ms"]
-        if "asr_done" in m and "llm_first_token" in m:
-            row["llm_first_token"] = m["llm_first_token"] - m["asr_done"]
-        if "llm_first_token" in m and "tts_first_audio" in m:
-            row["first_sentence_tts"] = m["tts_first_audio"] - m["llm_first_token"]
-            if t.get("first_piece_mark_ms") is not None:
-                row["llm_first_piece"] = t["first_piece_mark_ms"] - m["llm_first_token"]
-                row["tts_first_piece"] = m["tts_first_audio"] - t["first_piece_mark_ms"]
-        if "tts_first_audio" in m:
-            row["lipsync_queue"] = m["first_frame_sent"] - m["tts_first_audio"]
-        rows.append(row)
+    """Medians of the per-turn stage durations."""
+    rows = [row for t in turns if (row := turn_stages(t))]
     keys = dict.fromkeys(k for row in rows for k in row)
     return {k: r(med([row[k] for row in rows if k in row])) for k in keys}
+
+
+def history_full(report: dict, t: dict) -> bool:
+    """Whether the conversation history had reached `history_turns` exchanges before this turn,
+    so that recording the last one dropped the oldest: the prompt's prefix changed."""
+    return report["history_turns"] is not None and report["warmup"] + t["k"] > report["history_turns"]
 
 
 def fmt(x, nd: int = 0) -> str:
@@ -381,10 +392,22 @@ def summarize(report: dict) -> None:
         "barge_last_loud_ms_p50": r(pct([t["last_loud_ms"] for t in good], 0.5)),
         "barge_server_client_ms": {"p50": r(pct(server, 0.5)), "p95": r(pct(server, 0.95))},
         "barge_server_ms": {"p50": r(pct(server_srv, 0.5)), "p95": r(pct(server_srv, 0.95))},
+        "barge_silent_before_event": sum(t["silent_before_event"] for t in good),
+        "barge_ms_after_event_only_p50": r(pct([t["barge_ms"] for t in good if not t["silent_before_event"]], 0.5)),
         "barge_ms_by_mode": {
             mode: r(pct([t["barge_ms"] for t in good if t["mode"] == mode], 0.5)) for mode in ("say", "llm")
         },
     }
+    regimes = {}
+    for name, full in (("history_growing", False), ("history_full", True)):
+        sel = [t for t in ok if history_full(report, t) == full]
+        regimes[name] = {
+            "turns": len(sel),
+            "reply_ms_p50": r(pct([t["reply_ms"] for t in sel], 0.5)),
+            "llm_first_token_ms_median": r(med([row["llm_first_token"] for t in sel
+                                                if "llm_first_token" in (row := turn_stages(t) or {})])),
+        }
+    summary["by_history"] = regimes
     summary["targets"] = {
         "reply_p50_le_1000ms": None if not lat else summary["reply_ms"]["p50"] <= TARGET_REPLY_P50_MS,
         "barge_p50_le_300ms": None if not barge else summary["barge_ms"]["p50"] <= TARGET_BARGE_MS,
@@ -422,12 +445,22 @@ def summarize(report: dict) -> None:
     print("    (per turn, speech_end offset + VAD wait + ASR + LLM first token + first sentence TTS + lip-sync\n"
           "     + network = its reply ms exactly; the medians of the parts need not add up to the median)")
 
+    g, f = summary["by_history"]["history_growing"], summary["by_history"]["history_full"]
+    if report["history_turns"] is not None and g["turns"] and f["turns"]:
+        print(f"  by conversation history (llm.history_turns {report['history_turns']}): still growing "
+              f"({g['turns']} turns) reply p50 {fmt(g['reply_ms_p50'])}, LLM first token {fmt(g['llm_first_token_ms_median'])};"
+              f" full, oldest exchange dropped each turn ({f['turns']} turns) reply p50 {fmt(f['reply_ms_p50'])},"
+              f" LLM first token {fmt(f['llm_first_token_ms_median'])}")
     print("\n=== Barge-in latency: interruption's first speech sample sent -> reply silent at the client")
     print(f"  trials {len(good)} of {len(trials)} measured"
           + (f" (failed: {summary['barge_errors']})" if len(good) < len(trials) else ""))
     bm = summary["barge_ms"]
     print(f"  barge-in ms  p50 {fmt(bm['p50'])}   p95 {fmt(bm['p95'])}   min {fmt(bm['min'])}   max {fmt(bm['max'])}"
           f"   (by reply kind: say {fmt(summary['barge_ms_by_mode']['say'])}, llm {fmt(summary['barge_ms_by_mode']['llm'])})")
+    if summary["barge_silent_before_event"]:
+        print(f"  {summary['barge_silent_before_event']} trial(s) silent before the barge_in event arrived (a pause in"
+              f" the reply, or speech held at the first voiced frame); p50 of the others"
+              f" {fmt(summary['barge_ms_after_event_only_p50'])}")
     print(f"  server part: barge_in event received  p50 {fmt(summary['barge_server_client_ms']['p50'])}"
           f"   p95 {fmt(summary['barge_server_client_ms']['p95'])}"
           f"   (emitted on the server: p50 {fmt(summary['barge_server_ms']['p50'])})")
@@ -471,9 +504,7 @@ async def measure(url: str, args, clips: dict, meter: CpuMeter, actors: ActorSta
             rec = await b.reply_turn(k, questions[k % len(questions)], t_base)
             rec["warmup"] = k < 0
             report["reply_turns"].append(rec)
-            print(f"  {'warm-up' if k < 0 else f'turn {k + 1:>2}'}: "
-                  + (f"{rec['reply_ms']:7.1f} ms  heard {rec.get('transcript')!r} -> {rec.get('first_piece')!r}"
-                     if "reply_ms" in rec else f"ERROR {rec.get('error')}"), flush=True)
+            print(f"  {'warm-up' if k < 0 else f'turn {k + 1:>2}'}: " + turn_line(rec), flush=True)
         report["cpu"]["reply"] = meter.window(a, meter.snapshot())
         await b.settle()
 
@@ -481,14 +512,21 @@ async def measure(url: str, args, clips: dict, meter: CpuMeter, actors: ActorSta
         n_llm = min(args.barge_llm, args.barge)
         llm_at = {int((j + 0.5) * args.barge / n_llm) for j in range(n_llm)} if n_llm else set()
         a = meter.snapshot()
-        for i in range(args.barge):
-            mode = "llm" if i in llm_at else "say"
+        measured, i = 0, 0
+        # A trial that could not be measured (e.g. a short LLM answer ended before the
+        # interruption) is repeated, up to 5 extra trials, so that --barge trials are measured.
+        while measured < args.barge and i < args.barge + 5:
+            mode = "llm" if measured in llm_at else "say"
             stop = clips["interruptions"][i % len(clips["interruptions"])]
             rec = await b.barge_trial(i, mode, clips["request"], stop, t_base)
             report["barge_trials"].append(rec)
-            print(f"  trial {i + 1:>2} ({mode}): "
-                  + (f"{rec['barge_ms']:6.1f} ms  (barge_in event {rec['server_client_ms']:.0f} ms, "
-                     f"{rec['loud_packets_after_onset']} speech packets after the onset)"
+            measured += "barge_ms" in rec
+            i += 1
+            print(f"  trial {i:>2} ({mode}): "
+                  + (f"{rec['barge_ms']:6.1f} ms  (barge_in event {rec['server_client_ms']:.0f} ms, last loud "
+                     f"packet {rec['last_loud_ms']:.0f} ms, {rec['loud_packets_after_onset']} speech packets after "
+                     f"the onset; {stop.text!r})" + ("  [silent before the barge_in event]"
+                                                     if rec["silent_before_event"] else "")
                      if "barge_ms" in rec else f"ERROR {rec.get('error')}"), flush=True)
         report["cpu"]["barge"] = meter.window(a, meter.snapshot())
         await b.settle()
@@ -498,6 +536,17 @@ async def measure(url: str, args, clips: dict, meter: CpuMeter, actors: ActorSta
     finally:
         await b.s.close()
     return report
+
+
+def turn_line(rec: dict) -> str:
+    if "reply_ms" not in rec:
+        return f"ERROR {rec.get('error')}"
+    st = turn_stages(rec) or {}
+    parts = [f"{name} {fmt(st.get(key))}" for name, key in (
+        ("end_off", "speech_end_offset"), ("vad", "vad_wait"), ("asr", "asr"), ("llm", "llm_first_token"),
+        ("tts", "first_sentence_tts"), ("lip", "lipsync_queue"), ("net", "net_jitter"))]
+    return (f"{rec['reply_ms']:6.0f} ms = {' '.join(parts)}   heard {rec.get('transcript')!r}"
+            f" -> {rec.get('first_piece')!r}")
 
 
 async def prepare(tts) -> dict:
@@ -518,6 +567,40 @@ async def add_piper_leads(tts, report: dict) -> None:
             t["piper_lead_ms"] = cache[piece]
 
 
+def source_state() -> dict[str, float]:
+    """mtimes of the server's sources and configs: a run whose code or config changed while it
+    ran (processes start at different times) is flagged."""
+    files = [*ROOT.glob("actors/**/*.py"), *ROOT.glob("serve_app/**/*.py"), *ROOT.glob("configs/**/*.yaml"),
+             *ROOT.glob("*.yaml")]
+    return {str(f.relative_to(ROOT)): f.stat().st_mtime for f in files if f.is_file()}
+
+
+def git_state() -> dict:
+    """The commit and the files that differ from it (read-only git calls)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "--no-optional-locks", *cmd], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.rstrip("\n")
+
+    with contextlib.suppress(Exception):
+        return {"commit": git("rev-parse", "--short", "HEAD"),
+                "dirty": [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]}
+    return {}
+
+
+def history_turns(config: Path) -> int | None:
+    """`llm.history_turns` of the deployed profile (with --url: of --config's, if the same)."""
+    with contextlib.suppress(Exception):
+        import yaml
+
+        from serve_app.config import load_profile
+
+        app = yaml.safe_load(Path(config).read_text())["applications"][0]
+        return load_profile(ROOT / app["args"]["profile"]).llm.history_turns
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20, help="measured question/answer turns")
@@ -536,6 +619,10 @@ def main() -> None:
     load_before = loadavg()
     print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
           f"load {load_before}", flush=True)
+    sources, git, hist = source_state(), git_state(), history_turns(args.config)
+    print(f"code: commit {git.get('commit')}"
+          + (f", uncommitted changes in {len(git['dirty'])} files" if git.get("dirty") else "")
+          + f"; llm.history_turns {hist}", flush=True)
     from serve_app.engines.tts.piper_tts import PiperTTS
 
     tts = PiperTTS()  # the mic's voice, made here before the server starts
@@ -568,15 +655,19 @@ def main() -> None:
 
             stop_local()
     load_after = loadavg()
+    changed = sorted(f for f, m in source_state().items() if sources.get(f) != m)
     asyncio.run(add_piper_leads(tts, report))  # after the server is gone: no CPU contention
     report.update({
         "machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
         "load_before": load_before, "load_start": load_start, "load_after": load_after,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "questions": {c.text: round(c.speech_s, 3) for c in clips["questions"]},
+        "warmup": args.warmup, "history_turns": hist, "git": git, "sources_changed_during_run": changed,
     })
     summarize(report)
     print(f"\nload average: before {load_before}, measuring started at {load_start}, after {load_after}")
+    if changed:
+        print(f"WARNING: server sources or configs changed during the run, the numbers may mix versions: {changed}")
     out = ROOT / "bench" / "results" / f"voice-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

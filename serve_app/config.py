@@ -78,7 +78,7 @@ class VADSettings(_Strict):
     end_threshold: float = Field(0.35, gt=0, lt=1)
     min_speech_ms: int = Field(160, ge=0)
     # Silence that ends an utterance: every ms here is reply latency.
-    end_silence_ms: int = Field(400, ge=100)
+    end_silence_ms: int = Field(300, ge=100)
     max_utterance_s: float = Field(20.0, gt=1)
     pre_roll_ms: int = Field(200, ge=0)
 

@@ -83,3 +83,26 @@ async def test_video_sent_callback_sees_speech_and_last_flag():
         await video.recv()
     assert seen == [(0, "t1", False), (1, "t1", True), (2, None, False)]
     assert clock.stats.speech_frames == 2
+
+
+async def test_hold_pauses_speech_and_resume_continues_where_it_stopped():
+    clock = MediaClock(idle, max_frames_ahead=10)
+    for k in range(4):
+        await clock.put(speech_unit(k))
+    clock.video_sent(0, clock.unit(0))  # speech 0 is on screen
+    clock.unit(1)  # speech 1 assigned to frame 1, not sent yet
+    clock.hold()  # the user may be starting to talk
+    assert clock.unit(1).turn_id is None and clock.unit(2).turn_id is None  # idle at once
+    clock.resume()  # it was a cough: speech 1 continues, nothing lost
+    assert [clock.unit(i).frame[0, 0, 0] for i in (3, 4, 5)] == [2, 3, 4]
+
+
+async def test_flush_after_hold_drops_the_held_speech():
+    clock = MediaClock(idle, max_frames_ahead=10)
+    for k in range(3):
+        await clock.put(speech_unit(k))
+    clock.hold()
+    clock.flush()  # confirmed barge-in
+    assert clock.queued() == 0 and clock.unit(0).turn_id is None
+    await clock.put(speech_unit(9, turn="t2"))  # the next turn plays normally
+    assert clock.unit(1).turn_id == "t2"

@@ -128,6 +128,23 @@ class UtteranceDetector:
         self._voiced_end = 0  # end of the last speech frame
         self._run = 0  # ONSET: samples of unbroken speech; SPEECH: of unbroken silence
 
+    # --- live state, for acting before an event is certain -------------------------------
+    @property
+    def phase(self) -> str:
+        """"silence", "onset" (speech heard, not yet ``min_speech_ms`` of it) or "speech"."""
+        return self._state.name.lower()
+
+    @property
+    def silence_s(self) -> float:
+        """In an utterance: how long the current pause has lasted so far (0 while voiced)."""
+        return self._run / SAMPLE_RATE if self._state is _State.SPEECH else 0.0
+
+    def utterance_audio(self) -> np.ndarray:
+        """The utterance so far, cut as a SpeechEnd now would cut it: lets a caller start
+        transcribing during a pause, before the end-of-speech silence has fully elapsed."""
+        audio_end = min(self._voiced_end + self._tail, self._pos)
+        return np.concatenate(self._chunks)[: audio_end - self._audio_start]
+
     def push(self, audio: np.ndarray) -> list[VADEvent]:
         """Feed the next piece of the stream (float32 in [-1, 1], 16 kHz, any length).
 
