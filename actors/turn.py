@@ -116,7 +116,8 @@ class Turn:
                 try:
                     async for chunk in stream:
                         self.marks.mark("tts_first_audio")
-                        if resampler is None:
+                        if resampler is None:  # the reply's first audio: start it at once
+                            chunk = chunk.without_leading_silence()
                             resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
                         pending = np.concatenate([pending, resampler.push(chunk.samples)])
                         visemes.push(chunk)

@@ -32,6 +32,18 @@ class AudioChunk:
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
 
+    def without_leading_silence(self, threshold: int = 200) -> "AudioChunk":
+        """Drop the silence a chunk starts with (Piper opens every sentence with ~35 ms of it):
+        worth it on the first chunk of a reply, where it is pure latency. Phoneme timings stay
+        aligned: only the first span is shortened, so at most that span's samples go."""
+        loud = np.flatnonzero(np.abs(self.samples.astype(np.int32)) > threshold)
+        cut = int(loud[0]) if len(loud) else len(self.samples)
+        phonemes = self.phonemes
+        if phonemes:
+            cut = min(cut, phonemes[0].num_samples)
+            phonemes = [PhonemeSpan(phonemes[0].phoneme, phonemes[0].num_samples - cut), *phonemes[1:]]
+        return AudioChunk(self.samples[cut:], self.sample_rate, phonemes, self.text)
+
 
 class TTSEngine(Protocol):
     """Every TTS backend implements this; backends are chosen by name in config."""
