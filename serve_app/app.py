@@ -11,6 +11,7 @@ from ray.serve import Application
 
 from serve_app.config import load_profile
 from serve_app.deployments.asr import ASRDeployment
+from serve_app.deployments.avatar_jobs import AvatarJobsDeployment
 from serve_app.deployments.lipsync import LipSyncDeployment
 from serve_app.deployments.llm import LLMDeployment
 from serve_app.deployments.sessions import SessionManager
@@ -40,4 +41,5 @@ def build_app(args: dict | None = None) -> Application:
     manager = SessionManager.options(**profile.session_manager.as_options()).bind(
         profile, tts, lipsync, asr, llm
     )
-    return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync)
+    jobs = AvatarJobsDeployment.options(**profile.avatars.jobs.as_options()).bind(profile.avatars_dir)
+    return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync, jobs)

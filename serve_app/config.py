@@ -90,6 +90,15 @@ class LLMSettings(StageSettings):
     history_turns: int = Field(6, ge=0)
 
 
+class AvatarSettings(_Strict):
+    """Bring-your-own-avatar uploads (admin only)."""
+
+    # Name of the environment variable holding the admin token; unset -> uploads are refused.
+    admin_token_env: str = "DH_ADMIN_TOKEN"
+    max_upload_mb: float = Field(50, gt=0)
+    jobs: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
 class Profile(_Strict):
     """A backend profile: which engine runs each stage and with what resources."""
 
@@ -98,6 +107,7 @@ class Profile(_Strict):
     characters_dir: Path = Path("configs/characters")
     default_avatar: str = "default"
     default_character: str = "ava"
+    avatars: AvatarSettings = Field(default_factory=AvatarSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     vad: VADSettings = Field(default_factory=VADSettings)
     asr: StageSettings = Field(default_factory=lambda: StageSettings(backend="whisper"))

@@ -8,12 +8,15 @@ ingress replicas can serve any session. Every session endpoint needs the session
 (`Authorization: Bearer <token>`); the actor checks it against the hash it holds.
 """
 
+import hmac
 import os
 import re
+import shutil
+import uuid
 from typing import Any, Literal
 
 import ray
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -21,6 +24,7 @@ from ray import serve
 
 from actors.errors import CapacityError, SessionError, SessionNotFound
 from actors.session import actor_name
+from serve_app.avatars.prepare import AvatarError, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 
 WEB_DIR = PROJECT_ROOT / "web"
@@ -77,10 +81,11 @@ def _bearer(authorization: str | None) -> str | None:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, profile: Profile, manager: Any, lipsync: Any) -> None:
+    def __init__(self, profile: Profile, manager: Any, lipsync: Any, jobs: Any) -> None:
         self._profile = profile
         self._manager = manager
         self._lipsync = lipsync
+        self._jobs = jobs
         self._characters = load_characters(profile.characters_dir)
 
     def _session(self, session_id: str):
@@ -119,6 +124,76 @@ class Ingress:
         if not SAFE_ID.match(avatar_id) or not path.is_file():
             raise HTTPException(404, f"no thumbnail for avatar {avatar_id!r}")
         return FileResponse(path, media_type="image/png")
+
+    # --- avatar administration (admin token) -------------------------------------------
+    def _require_admin(self, authorization: str | None) -> None:
+        env = self._profile.avatars.admin_token_env
+        expected = os.environ.get(env)
+        if not expected:
+            raise HTTPException(403, f"avatar uploads are disabled: the server has no admin token (set ${env})")
+        given = _bearer(authorization) or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(403, "missing or wrong admin token")
+
+    @app.post("/api/avatars", status_code=202)
+    async def create_avatar(
+        self,
+        file: UploadFile = File(..., description="a photo (PNG/JPEG) or a short video of one face"),
+        id: str = Form(..., description="the new avatar's id: letters, digits, '-' or '_'"),
+        name: str | None = Form(None, description="display name"),
+        authorization: str | None = Header(None),
+    ) -> dict:
+        """Upload an image or video; preparation runs as a job (poll `status_url`)."""
+        self._require_admin(authorization)
+        try:
+            avatar_id = validate_id(id)
+        except AvatarError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if (self._profile.avatars_dir / avatar_id).exists() or await self._jobs.busy_with.remote(avatar_id):
+            raise HTTPException(409, f"avatar {avatar_id!r} already exists; delete it first or pick another id")
+        kind = (file.content_type or "").split("/")[0]
+        if kind not in ("image", "video"):
+            raise HTTPException(415, f"expected an image or a video, got {file.content_type or 'no content type'}")
+        limit = int(self._profile.avatars.max_upload_mb * 1024 * 1024)
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload is over the {self._profile.avatars.max_upload_mb:g} MB limit")
+        if not data:
+            raise HTTPException(422, "the uploaded file is empty")
+        job = await self._jobs.start.remote(data, file.filename or "upload", avatar_id, name)
+        return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+
+    @app.get("/api/avatars/jobs/{job_id}")
+    async def avatar_job(self, job_id: str, authorization: str | None = Header(None)) -> dict:
+        """A preparation job: `state` (queued, running, done, failed, cancelled), `stage`,
+        `percent`, and `error` when it failed."""
+        self._require_admin(authorization)
+        job = await self._jobs.status.remote(job_id)
+        if job is None:
+            raise HTTPException(404, f"no avatar job {job_id!r}")
+        return job
+
+    @app.delete("/api/avatars/jobs/{job_id}")
+    async def cancel_avatar_job(self, job_id: str, authorization: str | None = Header(None)) -> dict:
+        """Cancel a preparation: nothing of the avatar is left on disk."""
+        self._require_admin(authorization)
+        job = await self._jobs.cancel.remote(job_id)
+        if job is None:
+            raise HTTPException(404, f"no avatar job {job_id!r}")
+        return job
+
+    @app.delete("/api/avatars/{avatar_id}", status_code=204)
+    async def delete_avatar(self, avatar_id: str, authorization: str | None = Header(None)) -> Response:
+        self._require_admin(authorization)
+        if not SAFE_ID.match(avatar_id) or not (self._profile.avatars_dir / avatar_id).is_dir():
+            raise HTTPException(404, f"no avatar {avatar_id!r}")
+        if avatar_id == self._profile.default_avatar:
+            raise HTTPException(409, f"{avatar_id!r} is the default avatar; it cannot be deleted")
+        # Rename first (atomic), then remove: a reader never sees half an avatar.
+        trash = self._profile.avatars_dir / f".trash-{avatar_id}-{uuid.uuid4().hex[:8]}"
+        (self._profile.avatars_dir / avatar_id).rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return Response(status_code=204)
 
     @app.get("/api/characters")
     def characters(self) -> dict:

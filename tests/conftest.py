@@ -3,10 +3,13 @@ on one local Ray cluster per test run, listening on a free loopback port."""
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The avatar admin token, set before the Ray cluster starts so every replica inherits it.
+os.environ.setdefault("DH_ADMIN_TOKEN", secrets.token_urlsafe(16))
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@
   const params = new URLSearchParams(location.search);
   const CONFIG = {
     apiBase: '',                 // same origin
+    avatarIdPattern: /^[A-Za-z0-9_-]{1,64}$/,
+    avatarJobPollMs: 400,
     maxTextLength: 2000,
     iceGatherTimeoutMs: 2000,    // server has no trickle ICE: wait for gathering, at most this
     connectTimeoutMs: 20000,     // from offer answered to ICE connected
@@ -89,6 +91,19 @@
     interrupt: $('interrupt'),
     log: $('log'),
     logClear: $('log-clear'),
+    avatarsPanel: $('avatars-panel'),
+    avatarGallery: $('avatar-gallery'),
+    avatarGalleryStatus: $('avatar-gallery-status'),
+    avatarForm: $('avatar-upload-form'),
+    avatarFile: $('avatar-file'),
+    avatarId: $('avatar-id'),
+    avatarName: $('avatar-name'),
+    adminToken: $('admin-token'),
+    avatarUpload: $('avatar-upload'),
+    avatarJob: $('avatar-job'),
+    avatarProgress: $('avatar-progress'),
+    avatarProgressText: $('avatar-progress-text'),
+    avatarCancel: $('avatar-cancel'),
   };
 
   // ---------------------------------------------------------------------------
@@ -106,6 +121,8 @@
     lastLatency: null,       // {turn_id, marks, text}
     stats: null,             // {fps, width, height, ...} of the inbound video
     avatars: [],
+    defaultAvatar: null,     // "default" of GET /api/avatars
+    avatarJob: null,         // last avatar upload job: {job_id, avatar_id, state, stage, percent, error}
     characters: [],
     micMode: 'hands_free',   // hands_free | push_to_talk (the server confirms with a mic_mode event)
     micEnabled: false,       // a microphone track is being sent in the current session
@@ -314,6 +331,7 @@
     el.start.disabled = active || !window.RTCPeerConnection;
     el.stop.disabled = !active;
     el.avatarSelect.disabled = active || el.avatarSelect.options.length === 0;
+    renderGallerySelection();
     el.characterSelect.disabled = active;
     el.send.disabled = !connected;
     el.interrupt.disabled = !connected;
@@ -357,7 +375,7 @@
     if (a && a.kind) meta.push(a.kind);
     if (a && Array.isArray(a.size) && a.size.length === 2) meta.push(`${a.size[0]}×${a.size[1]}`);
     el.avatarMeta.textContent = meta.join(' · ');
-    const url = a && a.thumbnail_url ? a.thumbnail_url : (a ? `/api/avatars/${encodeURIComponent(a.id)}/thumbnail` : '');
+    const url = a ? thumbUrl(a) : '';
     if (url) {
       el.placeholderImg.hidden = false;
       el.placeholderFallback.hidden = true;
@@ -369,17 +387,29 @@
       el.placeholderFallback.hidden = false;
     }
     try { if (a) localStorage.setItem('dh.avatar', a.id); } catch { /* storage may be disabled */ }
+    renderGallerySelection();
   }
 
-  async function loadAvatars() {
+  /**
+   * (Re)load GET /api/avatars into #avatar-select and the gallery. `prefer`: the id to select
+   * (e.g. a just-created avatar); otherwise the current choice, the saved one, the server default.
+   */
+  async function loadAvatars(prefer = null) {
     let avatars = [];
+    let loaded = false;
+    const current = el.avatarSelect.value;
     try {
       const data = await api('/api/avatars');
       avatars = (data && Array.isArray(data.avatars)) ? data.avatars.filter((a) => a && a.id) : [];
+      dh.defaultAvatar = data && typeof data.default === 'string' ? data.default : null;
+      loaded = true;
     } catch (err) {
       log(`Could not load avatars: ${err.message}`, 'error');
+      setGalleryStatus(`Could not load avatars: ${err.message}`, 'error');
     }
+    if (loaded) setGalleryStatus(avatars.length ? '' : 'No avatars on the server yet.');
     dh.avatars = avatars;
+    renderGallery();
     el.avatarSelect.replaceChildren();
     if (avatars.length === 0) {
       // Let the server choose its default avatar.
@@ -388,12 +418,389 @@
       for (const a of avatars) el.avatarSelect.append(new Option(a.name || a.id, a.id));
       let saved = null;
       try { saved = localStorage.getItem('dh.avatar'); } catch { /* ignore */ }
-      const pick = avatars.find((a) => a.id === saved) || avatars.find((a) => a.id === 'default') || avatars[0];
+      const byId = (id) => (id ? avatars.find((a) => a.id === id) : undefined);
+      const pick = byId(prefer) || byId(current) || byId(saved) || byId(dh.defaultAvatar)
+        || byId('default') || avatars[0];
       el.avatarSelect.value = pick.id;
       log(`Loaded ${avatars.length} avatar${avatars.length === 1 ? '' : 's'}`);
     }
     updateAvatarPreview();
     updateControls();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Avatars panel: gallery, delete, upload with job progress
+  // ---------------------------------------------------------------------------
+  const thumbVersion = new Map();  // avatar id -> cache buster, for ids re-created in this page
+
+  function thumbUrl(a) {
+    let url = a.thumbnail_url || `/api/avatars/${encodeURIComponent(a.id)}/thumbnail`;
+    const v = thumbVersion.get(a.id);
+    if (v) url += `${url.includes('?') ? '&' : '?'}v=${v}`;
+    return url;
+  }
+
+  function isDefaultAvatar(a) {
+    return dh.defaultAvatar ? a.id === dh.defaultAvatar : a.id === 'default';
+  }
+
+  function setGalleryStatus(text, kind = 'info') {
+    el.avatarGalleryStatus.textContent = text;
+    el.avatarGalleryStatus.dataset.kind = kind;
+  }
+
+  function adminToken() {
+    return el.adminToken.value.trim();
+  }
+
+  function renderGallery() {
+    el.avatarGallery.setAttribute('aria-busy', 'false');
+    const items = dh.avatars.map((a) => {
+      const li = document.createElement('li');
+      li.className = 'avatar-tile';
+      li.dataset.id = a.id;
+
+      const pick = document.createElement('button');
+      pick.type = 'button';
+      pick.className = 'avatar-pick';
+      pick.dataset.id = a.id;
+      pick.setAttribute('aria-pressed', 'false');
+      pick.title = `Use ${a.name || a.id} at the next Start`;
+
+      const thumb = document.createElement('span');
+      thumb.className = 'avatar-thumb';
+      const img = document.createElement('img');
+      img.alt = '';
+      img.loading = 'lazy';
+      img.decoding = 'async';
+      img.addEventListener('error', () => img.classList.add('broken'));
+      img.src = thumbUrl(a);
+      thumb.append(img);
+
+      const name = document.createElement('span');
+      name.className = 'avatar-tile-name';
+      name.textContent = a.name || a.id;
+
+      const meta = document.createElement('span');
+      meta.className = 'avatar-tile-meta';
+      if (a.kind) {
+        const badge = document.createElement('span');
+        badge.className = 'kind-badge';
+        badge.dataset.kind = a.kind;
+        badge.textContent = a.kind;
+        meta.append(badge);
+      }
+      if (Array.isArray(a.size) && a.size.length === 2) {
+        const size = document.createElement('span');
+        size.textContent = `${a.size[0]}×${a.size[1]}`;
+        meta.append(size);
+      }
+      if (isDefaultAvatar(a)) {
+        const def = document.createElement('span');
+        def.className = 'default-badge';
+        def.textContent = 'default';
+        meta.append(def);
+      }
+      pick.append(thumb, name, meta);
+      li.append(pick);
+
+      if (!isDefaultAvatar(a)) {
+        const del = document.createElement('button');
+        del.type = 'button';
+        del.className = 'avatar-delete';
+        del.dataset.id = a.id;
+        del.textContent = '✕';
+        del.title = `Delete ${a.name || a.id}`;
+        del.setAttribute('aria-label', `Delete avatar ${a.name || a.id}`);
+        li.append(del);
+      }
+      return li;
+    });
+    el.avatarGallery.replaceChildren(...items);
+    renderGallerySelection();
+  }
+
+  /** Mark the gallery tile of the #avatar-select choice; no picking while a session runs. */
+  function renderGallerySelection() {
+    if (!el.avatarGallery) return;
+    const value = el.avatarSelect.value;
+    const locked = session !== null;
+    for (const b of el.avatarGallery.querySelectorAll('.avatar-pick')) {
+      b.setAttribute('aria-pressed', String(b.dataset.id === value));
+      b.disabled = locked;
+    }
+  }
+
+  function pickAvatar(id) {
+    if (session !== null || !dh.avatars.some((a) => a.id === id)) return;
+    el.avatarSelect.value = id;
+    updateAvatarPreview();
+    log(`Avatar ${id} selected for the next Start`);
+  }
+
+  /** The delete button asks once ("Delete?") and deletes on a second click within 4 s. */
+  function onDeleteClick(btn) {
+    const id = btn.dataset.id;
+    if (!btn.classList.contains('confirm')) {
+      btn.classList.add('confirm');
+      btn.textContent = 'Delete?';
+      btn.dataset.timer = String(setTimeout(() => {
+        btn.classList.remove('confirm');
+        btn.textContent = '✕';
+      }, 4000));
+      return;
+    }
+    clearTimeout(Number(btn.dataset.timer));
+    btn.disabled = true;
+    deleteAvatar(id).finally(() => { if (btn.isConnected) { btn.disabled = false; btn.classList.remove('confirm'); btn.textContent = '✕'; } });
+  }
+
+  /** DELETE /api/avatars/{id} with the admin token; returns true when it is gone. */
+  async function deleteAvatar(id) {
+    const token = adminToken();
+    if (!token) {
+      setGalleryStatus('Enter the admin token (below) to delete avatars.', 'error');
+      el.adminToken.focus();
+      return false;
+    }
+    try {
+      const resp = await fetch(`/api/avatars/${encodeURIComponent(id)}`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+        cache: 'no-store',
+      });
+      if (!resp.ok && resp.status !== 404) throw await responseError(resp);
+      thumbVersion.set(id, Date.now());
+      setGalleryStatus(resp.status === 404 ? `Avatar ${id} was already gone.` : `Deleted avatar ${id}.`);
+      log(`Avatar ${id} deleted`, 'out');
+      await loadAvatars();
+      return true;
+    } catch (err) {
+      setGalleryStatus(`Could not delete ${id}: ${err.message}`, 'error');
+      log(`Delete avatar ${id} failed: ${err.message}`, 'error');
+      return false;
+    }
+  }
+
+  /** ApiError from a failed fetch/XHR response body ({"detail": ...} or text). */
+  function errorFrom(status, statusText, text) {
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+    const msg = detailToMessage(data && data.detail)
+      || (text && !data ? text.slice(0, 200) : null)
+      || `${status} ${statusText || 'error'}`;
+    return new ApiError(msg, status);
+  }
+  async function responseError(resp) {
+    let text = '';
+    try { text = await resp.text(); } catch { /* ignore */ }
+    return errorFrom(resp.status, resp.statusText, text);
+  }
+
+  // Upload + job polling. Only one job at a time.
+  let upload = null;   // {xhr, jobId, statusUrl, token, timer, cancelled, done}
+
+  const TERMINAL = ['done', 'failed', 'cancelled'];
+
+  function showJob(state, text, percent = null) {
+    el.avatarJob.hidden = false;
+    el.avatarJob.dataset.state = state;
+    el.avatarProgressText.textContent = text;
+    if (percent == null) el.avatarProgress.removeAttribute('value');  // indeterminate
+    else el.avatarProgress.value = Math.max(0, Math.min(100, percent));
+    el.avatarCancel.disabled = !upload || upload.done;
+  }
+
+  function setUploadBusy(busy) {
+    el.avatarUpload.disabled = busy;
+    el.avatarFile.disabled = busy;
+    el.avatarId.disabled = busy;
+    el.avatarName.disabled = busy;
+  }
+
+  function slugFromFilename(name) {
+    return name.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64);
+  }
+
+  function validateAvatarId() {
+    const id = el.avatarId.value.trim();
+    const ok = CONFIG.avatarIdPattern.test(id);
+    el.avatarId.setAttribute('aria-invalid', String(!ok && id !== ''));
+    return ok;
+  }
+
+  function finishUpload(u) {
+    u.done = true;
+    clearTimeout(u.timer);
+    if (upload === u) setUploadBusy(false);
+    el.avatarCancel.disabled = true;
+  }
+
+  function failUpload(u, message) {
+    finishUpload(u);
+    showJob('error', message, 0);
+    log(`Avatar upload: ${message}`, 'error');
+  }
+
+  async function submitAvatar() {
+    if (upload && !upload.done) return;
+    const file = el.avatarFile.files && el.avatarFile.files[0];
+    const id = el.avatarId.value.trim();
+    const name = el.avatarName.value.trim();
+    const token = adminToken();
+    const problem = !file ? 'Choose an image or video file.'
+      : !CONFIG.avatarIdPattern.test(id) ? 'The id must be 1–64 letters, digits, - or _.'
+        : !token ? 'Enter the admin token.'
+          : null;
+    if (problem) {
+      upload = null;
+      validateAvatarId();
+      showJob('error', problem, 0);
+      (!file ? el.avatarFile : !CONFIG.avatarIdPattern.test(id) ? el.avatarId : el.adminToken).focus();
+      return;
+    }
+    const u = { xhr: null, jobId: null, statusUrl: null, token, avatarId: id, timer: null, cancelled: false, done: false };
+    upload = u;
+    dh.avatarJob = { job_id: null, avatar_id: id, state: 'uploading', stage: 'uploading', percent: 0, error: null };
+    setUploadBusy(true);
+    showJob('uploading', `Uploading ${file.name}…`, 0);
+    el.avatarCancel.disabled = false;
+    log(`Uploading avatar ${id} (${file.name}, ${(file.size / 1048576).toFixed(1)} MB)`);
+
+    const form = new FormData();
+    form.append('file', file, file.name);
+    form.append('id', id);
+    form.append('name', name || id);
+
+    let created;
+    try {
+      created = await new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        u.xhr = xhr;
+        xhr.open('POST', '/api/avatars');
+        xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+        xhr.setRequestHeader('Accept', 'application/json');
+        xhr.upload.addEventListener('progress', (e) => {
+          if (!e.lengthComputable || upload !== u) return;
+          const pct = Math.round((e.loaded / e.total) * 100);
+          showJob('uploading', `Uploading ${file.name}… ${pct}%`, pct);
+        });
+        xhr.addEventListener('load', () => {
+          if (xhr.status >= 200 && xhr.status < 300) {
+            try { resolve(JSON.parse(xhr.responseText)); } catch { reject(new Error('Malformed upload response')); }
+          } else {
+            reject(errorFrom(xhr.status, xhr.statusText, xhr.responseText));
+          }
+        });
+        xhr.addEventListener('error', () => reject(new ApiError('Cannot reach the server', 0)));
+        xhr.addEventListener('abort', () => reject(Object.assign(new Error('Upload cancelled'), { name: 'AbortError' })));
+        xhr.send(form);
+      });
+    } catch (err) {
+      if (upload !== u) return;
+      if (err && err.name === 'AbortError') {
+        finishUpload(u);
+        showJob('cancelled', 'Upload cancelled.', 0);
+        log('Avatar upload cancelled');
+        return;
+      }
+      failUpload(u, err.message);
+      return;
+    } finally {
+      u.xhr = null;
+    }
+    if (upload !== u) return;
+    if (!created || !created.job_id) { failUpload(u, 'Malformed upload response (no job_id)'); return; }
+    u.jobId = created.job_id;
+    u.avatarId = created.avatar_id || id;
+    u.statusUrl = created.status_url || `/api/avatars/jobs/${encodeURIComponent(created.job_id)}`;
+    dh.avatarJob = { job_id: u.jobId, avatar_id: u.avatarId, state: 'queued', stage: null, percent: 0, error: null };
+    log(`Avatar ${u.avatarId}: job ${u.jobId} queued`);
+    showJob('queued', u.cancelled ? 'Cancelling…' : 'Queued…', 0);
+    if (u.cancelled) cancelJob(u);
+    pollJob(u, 0);
+  }
+
+  function jobText(job) {
+    const pct = Number.isFinite(job.percent) ? Math.round(job.percent) : null;
+    switch (job.state) {
+      case 'queued': return 'Queued…';
+      case 'running': return `${job.stage ? job.stage.charAt(0).toUpperCase() + job.stage.slice(1) : 'Working'}…${pct != null ? ` ${pct}%` : ''}`;
+      case 'done': return `Done: avatar ${job.avatar_id || ''} is ready.`;
+      case 'failed': return `Failed: ${job.error || 'unknown error'}`;
+      case 'cancelled': return 'Cancelled.';
+      default: return `${job.state || 'unknown'}${pct != null ? ` ${pct}%` : ''}`;
+    }
+  }
+
+  async function pollJob(u, failures) {
+    if (upload !== u || u.done) return;
+    let job;
+    try {
+      const resp = await fetch(u.statusUrl, {
+        headers: { Authorization: `Bearer ${u.token}`, Accept: 'application/json' },
+        cache: 'no-store',
+      });
+      if (!resp.ok) throw await responseError(resp);
+      job = await resp.json();
+    } catch (err) {
+      if (upload !== u || u.done) return;
+      // A blip is retried; a missing job or a refused token is final.
+      const final = err instanceof ApiError && [401, 403, 404, 410].includes(err.status);
+      if (final || failures >= 10) { failUpload(u, `Lost track of the job: ${err.message}`); return; }
+      u.timer = setTimeout(() => pollJob(u, failures + 1), CONFIG.avatarJobPollMs * 2);
+      return;
+    }
+    if (upload !== u || u.done || !job) return;
+    dh.avatarJob = { ...job, job_id: job.id || u.jobId, avatar_id: job.avatar_id || u.avatarId };
+    const state = job.state || 'running';
+    const pct = state === 'done' ? 100 : (Number.isFinite(job.percent) ? job.percent : (state === 'queued' ? 0 : null));
+    if (!TERMINAL.includes(state)) {
+      showJob(state, u.cancelled ? 'Cancelling…' : jobText(dh.avatarJob), pct);
+      el.avatarCancel.disabled = u.cancelled;
+      u.timer = setTimeout(() => pollJob(u, 0), CONFIG.avatarJobPollMs);
+      return;
+    }
+    finishUpload(u);
+    showJob(state, jobText(dh.avatarJob), state === 'cancelled' ? (pct || 0) : pct);
+    if (state === 'done') {
+      log(`Avatar ${u.avatarId} ready`, 'event');
+      thumbVersion.set(u.avatarId, Date.now());
+      el.avatarForm.reset();
+      el.adminToken.value = u.token;  // reset() clears it; keep it for this tab
+      el.avatarId.removeAttribute('aria-invalid');
+      await loadAvatars(u.avatarId);
+      if (session === null && el.avatarSelect.value === u.avatarId) updateAvatarPreview();
+    } else if (state === 'failed') {
+      log(`Avatar ${u.avatarId} failed: ${job.error || 'unknown error'}`, 'error');
+    } else {
+      log(`Avatar ${u.avatarId} job cancelled`);
+    }
+  }
+
+  async function cancelJob(u = upload) {
+    if (!u || u.done) return;
+    u.cancelled = true;
+    el.avatarCancel.disabled = true;
+    if (u.xhr) { u.xhr.abort(); return; }   // still uploading: just stop sending
+    if (!u.jobId) return;                   // the job id is not known yet; cancelled once it is
+    el.avatarProgressText.textContent = 'Cancelling…';
+    try {
+      const resp = await fetch(`/api/avatars/jobs/${encodeURIComponent(u.jobId)}`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${u.token}`, Accept: 'application/json' },
+        cache: 'no-store',
+      });
+      // 409 and the like: the job already finished; the next poll shows how.
+      if (!resp.ok && resp.status !== 404 && resp.status !== 409) throw await responseError(resp);
+      log(`Cancel sent for job ${u.jobId}`, 'out');
+    } catch (err) {
+      log(`Cancel failed: ${err.message}`, 'error');
+      if (upload === u && !u.done) {
+        u.cancelled = false;
+        el.avatarCancel.disabled = false;
+      }
+    }
   }
 
   async function loadCharacters() {
@@ -1416,6 +1823,37 @@
     el.video.muted = false;
     el.video.play().then(() => { el.unmute.hidden = true; }).catch((err) => log(`Sound: ${err.message}`, 'warn'));
   });
+  // Avatars panel.
+  el.avatarGallery.addEventListener('click', (e) => {
+    const del = e.target.closest('.avatar-delete');
+    if (del) { onDeleteClick(del); return; }
+    const pick = e.target.closest('.avatar-pick');
+    if (pick && !pick.disabled) pickAvatar(pick.dataset.id);
+  });
+  el.avatarForm.addEventListener('submit', (e) => { e.preventDefault(); submitAvatar(); });
+  el.avatarCancel.addEventListener('click', () => { cancelJob(); });
+  el.avatarId.addEventListener('input', validateAvatarId);
+  el.avatarFile.addEventListener('change', () => {
+    const f = el.avatarFile.files && el.avatarFile.files[0];
+    if (f && !el.avatarId.value.trim()) {
+      el.avatarId.value = slugFromFilename(f.name);
+      validateAvatarId();
+    }
+  });
+  // The admin token lives in sessionStorage only (this tab), never localStorage or the URL.
+  try { el.adminToken.value = sessionStorage.getItem('dh.adminToken') || ''; } catch { /* ignore */ }
+  el.adminToken.addEventListener('input', () => {
+    try {
+      if (el.adminToken.value) sessionStorage.setItem('dh.adminToken', el.adminToken.value);
+      else sessionStorage.removeItem('dh.adminToken');
+    } catch { /* storage may be disabled */ }
+  });
+  try {
+    if (localStorage.getItem('dh.avatarsPanel') === 'closed') el.avatarsPanel.open = false;
+  } catch { /* ignore */ }
+  el.avatarsPanel.addEventListener('toggle', () => {
+    try { localStorage.setItem('dh.avatarsPanel', el.avatarsPanel.open ? 'open' : 'closed'); } catch { /* ignore */ }
+  });
   el.noticeClose.addEventListener('click', hideNotice);
   el.logClear.addEventListener('click', () => el.log.replaceChildren());
 
@@ -1428,6 +1866,10 @@
   window.addEventListener('pageshow', (e) => {
     if (e.persisted) { setConnState(CONN.IDLE); setAvatarState('offline'); showPlaceholder(true); }
   });
+
+  // Test hooks for the avatars panel (deleteAvatar skips the two-click confirmation).
+  dh.loadAvatars = loadAvatars;
+  dh.deleteAvatar = deleteAvatar;
 
   // Initial state
   if (!window.RTCPeerConnection) showNotice('This browser does not support WebRTC.');

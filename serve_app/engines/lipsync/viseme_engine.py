@@ -1,6 +1,8 @@
-"""The weight-free lip-sync engine: one mouth sprite per frame, chosen by viseme."""
+"""The weight-free lip-sync engine: one mouth shape per frame, chosen by viseme. Sprite avatars
+paste a drawn mouth; photo and video avatars warp the real one."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -9,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from serve_app.engines.lipsync.base import LipSyncChunk
+from serve_app.engines.lipsync.face import FaceAvatar
 from serve_app.engines.lipsync.sprite import MANIFEST, SpriteAvatar
 
 log = logging.getLogger(__name__)
 
 AVATAR_ID = re.compile(r"[A-Za-z0-9_-]+")
+AVATAR_KINDS = {"sprite": SpriteAvatar, "photo": FaceAvatar, "video": FaceAvatar}
+Avatar = SpriteAvatar | FaceAvatar
 
 
 def smooth_visemes(visemes: list[str]) -> list[str]:
@@ -27,14 +32,14 @@ def smooth_visemes(visemes: list[str]) -> list[str]:
 
 
 class VisemeLipSyncEngine:
-    """Renders sprite avatars found in ``avatars_dir/<id>/``, loaded on first use and cached."""
+    """Renders the avatars found in ``avatars_dir/<id>/``, loaded on first use and cached."""
 
     def __init__(self, avatars_dir: str | Path):
         self.avatars_dir = Path(avatars_dir)
-        self._avatars: dict[str, SpriteAvatar] = {}
+        self._avatars: dict[str, Avatar] = {}
         self._lock = threading.Lock()
 
-    def avatar(self, avatar_id: str) -> SpriteAvatar:
+    def avatar(self, avatar_id: str) -> Avatar:
         if not isinstance(avatar_id, str) or not AVATAR_ID.fullmatch(avatar_id):
             raise ValueError(f"invalid avatar id {avatar_id!r}: "
                              "use letters, digits, '_' and '-' only")
@@ -46,7 +51,7 @@ class VisemeLipSyncEngine:
                     known = ", ".join(self._candidates()) or "none"
                     raise KeyError(f"unknown avatar {avatar_id!r} in {self.avatars_dir}; "
                                    f"available: {known}")
-                avatar = self._avatars[avatar_id] = SpriteAvatar(folder)
+                avatar = self._avatars[avatar_id] = _load(folder)
             return avatar
 
     def list_avatars(self) -> list[dict]:
@@ -59,7 +64,8 @@ class VisemeLipSyncEngine:
             except ValueError as e:
                 log.warning("skipping avatar %r: %s", avatar_id, e)
                 continue
-            found.append({"id": a.id, "name": a.name, "kind": "sprite", "size": list(a.size),
+            kind = getattr(a, "kind", "sprite")
+            found.append({"id": a.id, "name": a.name, "kind": kind, "size": list(a.size),
                           "has_thumbnail": a.thumbnail_path is not None})
         return found
 
@@ -92,3 +98,15 @@ class VisemeLipSyncEngine:
             return []
         return sorted(p.name for p in self.avatars_dir.iterdir()
                       if AVATAR_ID.fullmatch(p.name) and (p / MANIFEST).is_file())
+
+
+def _load(folder: Path) -> Avatar:
+    """The avatar class named by the manifest's "kind"; the class validates the rest."""
+    try:
+        kind = json.loads((folder / MANIFEST).read_text()).get("kind")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        kind = "sprite"  # let SpriteAvatar report what is wrong with the manifest
+    if kind not in AVATAR_KINDS:
+        raise ValueError(f"{folder / MANIFEST}: unknown 'kind' {kind!r}; expected one of "
+                         f"{', '.join(AVATAR_KINDS)}")
+    return AVATAR_KINDS[kind](folder)

@@ -1,0 +1,107 @@
+"""Avatar preparation jobs: one at a time in a worker thread, with stage, progress and cancel.
+
+The AvatarJobs deployment hosts this in its own replica process, off the serving path: a
+preparation decoding a 720p clip never slows the session actors or the lip-sync replicas.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from serve_app.avatars.prepare import prepare_avatar
+
+MAX_JOBS_KEPT = 50  # finished jobs remembered for GET /api/avatars/jobs/{id}
+
+
+@dataclass
+class Job:
+    id: str
+    avatar_id: str
+    state: str = "queued"  # queued, running, done, failed, cancelled
+    stage: str = "queued"
+    percent: float = 0.0
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def public(self) -> dict:
+        return asdict(self)
+
+
+class AvatarJobs:
+    def __init__(self, avatars_dir: Path) -> None:
+        self.avatars_dir = Path(avatars_dir)
+        self._jobs: dict[str, Job] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+
+    def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> Job:
+        """Queue a preparation of an uploaded image or video (kept in a temp dir until done)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        upload_dir = Path(tempfile.mkdtemp(prefix="avatar-upload-"))
+        source = upload_dir / ("source" + Path(filename).suffix.lower()[:8])
+        source.write_bytes(data)
+        job = Job(uuid.uuid4().hex[:16], avatar_id)
+        self._jobs[job.id] = job
+        self._cancel[job.id] = threading.Event()
+        self._queue.put_nowait((job, source, name))
+        self._forget_old()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state in ("queued", "running"):
+            self._cancel[job_id].set()
+        return job
+
+    def busy_with(self, avatar_id: str) -> bool:
+        return any(j.avatar_id == avatar_id and j.state in ("queued", "running") for j in self._jobs.values())
+
+    async def _run(self) -> None:
+        while True:
+            job, source, name = await self._queue.get()
+            try:
+                await self._prepare(job, source, name)
+            finally:
+                shutil.rmtree(source.parent, ignore_errors=True)
+
+    async def _prepare(self, job: Job, source: Path, name: str | None) -> None:
+        stop = self._cancel[job.id]
+        if stop.is_set():
+            job.state = job.stage = "cancelled"
+            job.finished = time.time()
+            return
+        job.state = "running"
+
+        def progress(stage: str, fraction: float) -> None:  # called from the worker thread
+            job.stage, job.percent = stage, round(100 * max(0.0, min(1.0, fraction)), 1)
+
+        try:
+            await asyncio.to_thread(
+                prepare_avatar, source, job.avatar_id, self.avatars_dir,
+                name=name, progress=progress, cancelled=stop.is_set,
+            )
+            job.state, job.stage, job.percent = "done", "done", 100.0
+        except Exception as exc:  # AvatarError messages say what is wrong with the input
+            job.state = job.stage = "cancelled" if stop.is_set() else "failed"
+            job.error = None if stop.is_set() else str(exc)
+        finally:
+            job.finished = time.time()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.finished is not None]
+        for job in sorted(finished, key=lambda j: j.finished)[: max(0, len(finished) - MAX_JOBS_KEPT)]:
+            del self._jobs[job.id]
+            del self._cancel[job.id]

@@ -1,0 +1,282 @@
+"""Turn a photo or a short video of a face into a photo/video avatar folder.
+
+Steps: read the source (sampled at 25 fps), find the face in every frame with OpenCV's Haar
+cascade, smooth the boxes over time, pick one square crop around head and shoulders for the
+whole clip (a moving crop would make the background swim), and store the cropped frames, the
+face and mouth boxes and a feathered blend mask for the mouth. The format is documented in
+avatars/README.md; serve_app.engines.lipsync.face renders it.
+
+The folder is written under a hidden temporary name and renamed into place at the end, so a
+reader never sees half an avatar, and a failed or cancelled preparation leaves nothing behind.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from serve_app.engines.lipsync.base import FPS
+
+FORMAT = 1
+AVATAR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DETECT_SIDE = 480  # frames are searched for faces at most this size (short side): fast enough
+CROP_FACES = 4.0  # the square crop is this many face widths: head, shoulders and some room
+FACE_AT = 0.42  # where the face centre sits in the crop, as a fraction of the height
+SMOOTH_FRAMES = 9  # moving-average window for the face boxes (0.36 s): removes Haar jitter
+JPEG_QUALITY = 92
+# The mouth box, relative to the face box (centre x, Haar box top y, width w): Haar boxes run
+# from the brows to the chin, and the lips sit about 0.8 of the way down.
+MOUTH_Y = 0.80
+MOUTH_HALF_WIDTH = 0.22
+BOX_HALF_WIDTH = 0.36
+BOX_ABOVE, BOX_BELOW = 0.20, 0.36
+
+Progress = Callable[[str, float], None]
+
+
+class AvatarError(Exception):
+    """The source cannot become an avatar; the message says why."""
+
+
+class AvatarExists(AvatarError):
+    """An avatar with this id already exists."""
+
+
+class AvatarCancelled(AvatarError):
+    """Preparation was cancelled; nothing was written."""
+
+
+def validate_id(avatar_id: object) -> str:
+    if not isinstance(avatar_id, str) or not AVATAR_ID.fullmatch(avatar_id):
+        raise AvatarError(f"invalid avatar id {avatar_id!r}: use 1 to 64 letters, digits, "
+                          "'_' and '-'")
+    return avatar_id
+
+
+def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str | None = None,
+                   max_seconds: float = 20.0, size: int = 512, progress: Progress | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> Path:
+    """Prepare ``source`` (an image or a video) as avatar ``avatar_id``; returns its folder.
+
+    ``progress(stage, fraction)`` is called for the stages "reading", "detecting" and "writing";
+    ``cancelled()`` is polled between frames and raises AvatarCancelled when it returns True.
+    """
+    source, avatars_dir = Path(source), Path(avatars_dir)
+    validate_id(avatar_id)
+    final = avatars_dir / avatar_id
+    if final.exists():
+        raise AvatarExists(f"an avatar with id {avatar_id!r} already exists in {avatars_dir}")
+    if not source.is_file():
+        raise AvatarError(f"{source}: file not found")
+    report = progress or (lambda stage, fraction: None)
+
+    def check() -> None:
+        if cancelled is not None and cancelled():
+            raise AvatarCancelled(f"preparation of {avatar_id!r} was cancelled")
+
+    avatars_dir.mkdir(parents=True, exist_ok=True)
+    tmp = avatars_dir / f".tmp-{avatar_id}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        _prepare(source, avatar_id, tmp, name or avatar_id, max_seconds, size, report, check)
+        try:
+            os.rename(tmp, final)  # atomic on one filesystem; fails if a non-empty folder is there
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise AvatarExists(f"an avatar with id {avatar_id!r} was created in "
+                                   f"{avatars_dir} meanwhile") from None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: float, size: int,
+             report: Progress, check: Callable[[], None]) -> None:
+    reader = _Reader(source, max_seconds)
+
+    # Pass 1: small grey copies of every frame, for the detector.
+    grays, scale = [], 1.0
+    for rgb, fraction in reader.frames():
+        check()
+        h, w = rgb.shape[:2]
+        scale = min(1.0, DETECT_SIDE / min(h, w))
+        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        # No equalizeHist: on the test photo it makes the cascade find a second, false face.
+        grays.append(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        report("reading", fraction)
+    src_h, src_w = h, w
+    n = len(grays)
+
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    found = np.full((n, 4), np.nan)
+    min_face = max(24, round(min(grays[0].shape) / 12))
+    for i, gray in enumerate(grays):
+        check()
+        faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                         minSize=(min_face, min_face))
+        if len(faces):
+            x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])  # the main face is the largest
+            found[i] = np.array([x, y, x + fw, y + fh]) / scale
+        report("detecting", (i + 1) / n)
+    hits = int(np.sum(~np.isnan(found[:, 0])))
+    if hits * 2 < n or hits == 0:
+        what = "no frontal face detected" if n == 1 else f"a face was detected in only {hits} " \
+                                                        f"of {n} frames"
+        raise AvatarError(f"no face found in {source.name}: {what}; use a well-lit, sharp "
+                          "picture of one face looking at the camera")
+    faces = _smooth(found)
+
+    # One crop for the whole clip, around the median face.
+    fx0, fy0, fx1, fy1 = np.median(faces, axis=0)
+    side = min(round(CROP_FACES * (fx1 - fx0)), src_w, src_h)
+    cx0 = int(np.clip(round((fx0 + fx1) / 2 - side / 2), 0, src_w - side))
+    cy0 = int(np.clip(round((fy0 + fy1) / 2 - FACE_AT * side), 0, src_h - side))
+    k = size / side
+    faces = (faces - [cx0, cy0, cx0, cy0]) * k
+    face_boxes = np.round(faces).astype(int)
+
+    # Mouth boxes share one size (the median face's), so one mask and one set of warps serve all.
+    fw = float(np.median(faces[:, 2] - faces[:, 0]))
+    bw, bh = round(2 * BOX_HALF_WIDTH * fw), round((BOX_ABOVE + BOX_BELOW) * fw)
+    bw, bh = min(bw, size), min(bh, size)
+    mx = (faces[:, 0] + faces[:, 2]) / 2
+    my = faces[:, 1] + MOUTH_Y * (faces[:, 3] - faces[:, 1])
+    bx0 = np.clip(np.round(mx - bw / 2), 0, size - bw).astype(int)
+    by0 = np.clip(np.round(my - BOX_ABOVE * fw), 0, size - bh).astype(int)
+    mouth_boxes = np.stack([bx0, by0, bx0 + bw, by0 + bh], axis=1)
+    mouth = [round(bw / 2), round(BOX_ABOVE * fw), round(MOUTH_HALF_WIDTH * fw)]
+    cv2.imwrite(str(out / "mask.png"), mouth_mask(bw, bh))
+
+    # Pass 2: crop, scale and store the frames.
+    (out / "frames").mkdir()
+    for i, (rgb, _) in enumerate(reader.frames()):
+        check()
+        frame = cv2.resize(rgb[cy0:cy0 + side, cx0:cx0 + side], (size, size),
+                           interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(out / "frames" / f"{i:05d}.jpg"), bgr,
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if i == 0:
+            cv2.imwrite(str(out / "thumbnail.png"), _thumbnail(bgr, face_boxes[0]))
+        report("writing", (i + 1) / n)
+
+    manifest = {
+        "format": FORMAT,
+        "kind": "photo" if reader.is_image else "video",
+        "id": avatar_id,
+        "name": name,
+        "size": [size, size],
+        "fps": FPS,
+        "n_frames": n,
+        "frames": "frames",
+        "source": source.name,
+        "crop": [cx0, cy0, side],
+        "face_boxes": face_boxes.tolist(),
+        "mouth_boxes": mouth_boxes.tolist(),
+        "mouth": mouth,
+        "mask": "mask.png",
+        "thumbnail": "thumbnail.png",
+        "voice": None,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def mouth_mask(w: int, h: int) -> np.ndarray:
+    """uint8 (h, w) blend mask for the mouth box: 255 over lips and chin, fading to exactly 0
+    at the box's edges so the warped mouth blends invisibly into the face."""
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, round(h * 0.52)), (round(w * 0.36), round(h * 0.40)), 0, 0, 360,
+                1.0, -1)
+    sigma = max(w, h) / 14
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    # Force the border ring to 0 (the blur leaves a small residue there).
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = np.minimum.reduce([xx, yy, w - 1 - xx, h - 1 - yy]).astype(np.float32)
+    mask *= np.clip(edge / max(sigma, 1.0), 0, 1)
+    return np.round(mask / mask.max() * 255).astype(np.uint8)
+
+
+def _smooth(boxes: np.ndarray) -> np.ndarray:
+    """Fill frames without a detection from their neighbours, then average over a window."""
+    n = len(boxes)
+    idx = np.arange(n)
+    ok = ~np.isnan(boxes[:, 0])
+    filled = np.stack([np.interp(idx, idx[ok], boxes[ok, c]) for c in range(4)], axis=1)
+    # A moving median drops one-frame false detections before the mean smooths the jitter.
+    r = SMOOTH_FRAMES // 2
+    padded = np.pad(filled, ((r, r), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, SMOOTH_FRAMES, axis=0)
+    med = np.pad(np.median(windows, axis=2), ((r, r), (0, 0)), mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(med, SMOOTH_FRAMES, axis=0).mean(axis=2)
+
+
+def _thumbnail(bgr: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """128x128 picker picture: the face with some room around it."""
+    size = bgr.shape[0]
+    x0, y0, x1, y1 = face
+    side = min(round(1.9 * (x1 - x0)), size)
+    tx = int(np.clip((x0 + x1) // 2 - side // 2, 0, size - side))
+    ty = int(np.clip((y0 + y1) // 2 - side // 2, 0, size - side))
+    return cv2.resize(bgr[ty:ty + side, tx:tx + side], (128, 128), interpolation=cv2.INTER_AREA)
+
+
+class _Reader:
+    """The source's frames as RGB uint8, sampled at 25 fps up to ``max_seconds``; can be read
+    twice, so the full-size frames never all sit in memory at once."""
+
+    def __init__(self, path: Path, max_seconds: float):
+        self.path = path
+        self.max_seconds = max_seconds
+        self._image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+        self.is_image = self._image is not None
+        if not self.is_image:
+            try:
+                with av.open(str(path)) as c:
+                    if not c.streams.video:
+                        raise AvatarError(f"{path.name} has no video stream")
+            except av.FFmpegError:
+                raise AvatarError(f"{path.name} is not an image or video PyAV/OpenCV can "
+                                  "read") from None
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        """(frame, fraction of the source read so far)."""
+        if self.is_image:
+            yield self._image, 1.0
+            return
+        step = 1 / FPS
+        count = 0
+        try:
+            with av.open(str(self.path)) as c:
+                stream = c.streams.video[0]
+                duration = c.duration / 1e6 if c.duration else self.max_seconds
+                end = min(duration, self.max_seconds)
+                next_t, k = 0.0, 0
+                for frame in c.decode(stream):
+                    rate = float(stream.average_rate or FPS)
+                    t = frame.time if frame.time is not None else k / rate
+                    k += 1
+                    rgb = None
+                    # Repeat or drop source frames to land on the 25 fps grid.
+                    while next_t <= t + 1e-6 and next_t < self.max_seconds - 1e-6:
+                        rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                        count += 1
+                        next_t = count * step
+                        yield rgb, min(next_t / end, 1.0) if end > 0 else 1.0
+                    if next_t >= self.max_seconds - 1e-6:
+                        break
+        except av.FFmpegError as e:
+            if count:
+                raise AvatarError(f"{self.path.name}: cannot decode the video ({e})") from None
+        if count == 0:
+            raise AvatarError(f"{self.path.name} is not an image or video PyAV/OpenCV can read")

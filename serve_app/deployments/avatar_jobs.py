@@ -1,0 +1,28 @@
+"""AvatarJobs deployment: avatar preparation, in its own replica process off the serving path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import serve
+
+from serve_app.avatars.jobs import AvatarJobs
+
+
+@serve.deployment(name="AvatarJobs", num_replicas=1)
+class AvatarJobsDeployment:
+    def __init__(self, avatars_dir: Path) -> None:
+        self.jobs = AvatarJobs(avatars_dir)
+
+    async def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> dict:
+        return self.jobs.start(data, filename, avatar_id, name).public()
+
+    def status(self, job_id: str) -> dict | None:
+        job = self.jobs.get(job_id)
+        return job.public() if job else None
+
+    def cancel(self, job_id: str) -> dict | None:
+        job = self.jobs.cancel(job_id)
+        return job.public() if job else None
+
+    def busy_with(self, avatar_id: str) -> bool:
+        return self.jobs.busy_with(avatar_id)

@@ -1,0 +1,168 @@
+"""Bring your own face: upload -> preparation job with progress -> a session with that avatar;
+bad uploads get clear errors and leave nothing on disk; serving goes on throughout."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from serve_app.client import AvatarSession
+from serve_app.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+AVATARS = PROJECT_ROOT / "avatars"
+
+
+def png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image[:, :, ::-1])
+    assert ok
+    return encoded.tobytes()
+
+
+def mp4(image: np.ndarray, seconds: float) -> bytes:
+    """A short video of `image` slowly zooming, encoded with PyAV."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 512, 512, "yuv420p"
+        for i in range(int(seconds * 25)):
+            crop = 8 + i % 16
+            frame = image[crop : 512 - crop, crop : 512 - crop]
+            import cv2
+
+            frame = cv2.resize(frame, (512, 512))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def admin() -> dict:
+    return {"Authorization": f"Bearer {os.environ['DH_ADMIN_TOKEN']}"}
+
+
+def leftovers(avatar_id: str) -> list[str]:
+    return [p.name for p in AVATARS.iterdir() if avatar_id in p.name or p.name.startswith(".tmp")]
+
+
+@pytest.fixture
+async def http(app_url):
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def bystander(app_url):
+    session = AvatarSession(app_url)
+    await session.create()
+    await session.connect()
+    await session.wait_event(lambda e: e["type"] == "ready")
+    await session.interrupt()
+    yield session
+    await session.close()
+
+
+async def upload(http, avatar_id: str, content: bytes, content_type: str, headers=None):
+    return await http.post(
+        "/api/avatars",
+        files={"file": (f"source.{content_type.split('/')[1]}", content, content_type)},
+        data={"id": avatar_id, "name": avatar_id.title()},
+        headers=admin() if headers is None else headers,
+    )
+
+
+async def finished(http, job_id: str, timeout: float = 120) -> dict:
+    async def poll():
+        stages = set()
+        while True:
+            job = (await http.get(f"/api/avatars/jobs/{job_id}", headers=admin())).json()
+            stages.add(job["stage"])
+            if job["state"] in ("done", "failed", "cancelled"):
+                return {**job, "stages_seen": stages}
+            await asyncio.sleep(0.2)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_photo_upload_becomes_a_talking_avatar(app_url, http, bystander):
+    avatar_id = f"astro-{uuid.uuid4().hex[:6]}"
+    try:
+        response = await upload(http, avatar_id, png(skdata.astronaut()), "image/png")
+        assert response.status_code == 202, response.text
+        job = await finished(http, response.json()["job_id"])
+        assert job["state"] == "done" and job["percent"] == 100, job
+        listed = {a["id"]: a for a in (await http.get("/api/avatars")).json()["avatars"]}
+        assert listed[avatar_id]["kind"] == "photo"
+        assert (await http.get(f"/api/avatars/{avatar_id}/thumbnail")).status_code == 200
+        again = await upload(http, avatar_id, png(skdata.astronaut()), "image/png")
+        assert again.status_code == 409
+
+        session = AvatarSession(app_url, avatar=avatar_id, keep_frames=True)
+        await session.create()
+        await session.connect()
+        await session.wait_event(lambda e: e["type"] == "ready")
+        await session.wait_until(lambda r: len(r.video) >= 10)
+        assert session.received.video[-1].frame.shape == (512, 512, 3)
+        await session.close()
+
+        assert (await http.delete(f"/api/avatars/{avatar_id}", headers=admin())).status_code == 204
+        assert avatar_id not in [a["id"] for a in (await http.get("/api/avatars")).json()["avatars"]]
+    finally:
+        await http.delete(f"/api/avatars/{avatar_id}", headers=admin())
+    assert not leftovers(avatar_id)
+
+
+async def test_bad_uploads_are_refused_clearly(http, bystander):
+    image = png(skdata.astronaut())
+    assert (await upload(http, "nobody-a", image, "image/png", headers={})).status_code == 403
+    wrong = {"Authorization": "Bearer not-the-admin-token"}
+    assert (await upload(http, "nobody-a", image, "image/png", headers=wrong)).status_code == 403
+    for bad_id in ("../etc", "a.b", "x/y"):
+        response = await upload(http, bad_id, image, "image/png")
+        assert response.status_code == 422, (bad_id, response.text)
+    text = await upload(http, "nobody-b", b"just some text", "text/plain")
+    assert text.status_code == 415 and "image or a video" in text.json()["detail"]
+    big = await upload(http, "nobody-c", b"\0" * (51 * 1024 * 1024), "video/mp4")
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    assert (await http.delete("/api/avatars/default", headers=admin())).status_code == 409
+    assert (await http.delete("/api/avatars/no-such-avatar", headers=admin())).status_code == 404
+    assert not any(leftovers(name) for name in ("nobody-a", "nobody-b", "nobody-c"))
+
+
+async def test_failed_and_cancelled_preparations_leave_nothing(http, bystander):
+    no_face = f"coffee-{uuid.uuid4().hex[:6]}"
+    response = await upload(http, no_face, png(skdata.coffee()), "image/png")
+    job = await finished(http, response.json()["job_id"])
+    assert job["state"] == "failed" and "no face" in job["error"], job
+    not_media = f"junk-{uuid.uuid4().hex[:6]}"
+    response = await upload(http, not_media, b"definitely not a png", "image/png")
+    job = await finished(http, response.json()["job_id"])
+    assert job["state"] == "failed" and "image or video" in job["error"], job
+
+    cancelled = f"clip-{uuid.uuid4().hex[:6]}"
+    response = await upload(http, cancelled, mp4(skdata.astronaut(), 8.0), "video/mp4")
+    job_id = response.json()["job_id"]
+    assert (await http.delete(f"/api/avatars/jobs/{job_id}", headers=admin())).status_code == 200
+    job = await finished(http, job_id)
+    assert job["state"] == "cancelled", job
+    assert not any(leftovers(name) for name in (no_face, not_media, cancelled))
+
+
+async def test_serving_went_on_during_uploads(bystander):
+    before = len(bystander.received.video)
+    await bystander.wait_until(lambda r: len(r.video) >= before + 25)
+    turn_id = await bystander.say("Still streaming.")
+    end = await bystander.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+    assert end["interrupted"] is False
