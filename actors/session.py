@@ -69,6 +69,7 @@ class SessionActor:
         )
         self._token_hash: str | None = None
         self._avatar_id = profile.default_avatar
+        self._voice: str | None = None
         self._character: Character | None = None
         self._conversation: Conversation | None = None
         self._listener: MicListener | None = None
@@ -98,6 +99,7 @@ class SessionActor:
         except (KeyError, ValueError) as exc:
             raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
         self._avatar_id = avatar_id
+        self._voice = character.voice
         self._character = character
         self._conversation = Conversation(character, self._profile.llm.history_turns)
         self._token_hash = token_sha256
@@ -206,6 +208,24 @@ class SessionActor:
         self._authorize(token)
         return {"interrupted": await self._interrupt()}
 
+    async def update(self, token: str | None, avatar: str | None, voice: str | None) -> dict:
+        """Switch avatar and/or voice. A reply in progress is cut: its frames show the old face."""
+        self._authorize(token)
+        if voice is not None:
+            voices = await self._stages.tts.voices.remote()
+            if voice not in voices:
+                raise InvalidChoice(f"unknown voice {voice!r}; available: {voices}")
+        if avatar is not None:
+            try:
+                self._idle_engine.idle_frame(avatar, 0)  # loads and checks it
+            except (KeyError, ValueError) as exc:
+                raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
+        await self._interrupt()
+        self._avatar_id = avatar or self._avatar_id
+        self._voice = voice or self._voice
+        self._emit({"type": "session", "avatar": self._avatar_id, "voice": self._voice})
+        return {"avatar": self._avatar_id, "voice": self._voice}
+
     async def info(self, token: str | None) -> dict:
         self._authorize(token)
         return self._info()
@@ -219,6 +239,7 @@ class SessionActor:
         return {
             "session_id": self.id,
             "avatar": self._avatar_id,
+            "voice": self._voice,
             "character": self._character.id if self._character else None,
             "connection": self._pc.connectionState if self._pc else "new",
             "speaking": self._turn is not None and not self._turn.done,
@@ -242,7 +263,7 @@ class SessionActor:
             turn_id,
             source(turn_id, marks),
             marks=marks,
-            voice=self._character.voice if self._character else None,
+            voice=self._voice,
             avatar_id=self._avatar_id,
             tts=self._stages.tts,
             lipsync=self._stages.lipsync,

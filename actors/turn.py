@@ -150,7 +150,8 @@ class Turn:
             audio=audio16[: n * SAMPLES_PER_FRAME],
             visemes=visemes.visemes(self.frames_queued, n),
         )
-        response = self._lipsync.render.remote(chunk)
+        # Routed to a replica that already holds this avatar (multiplexed by avatar id).
+        response = self._lipsync.options(multiplexed_model_id=self._avatar_id).render.remote(chunk)
         try:
             frames = await response
         except asyncio.CancelledError:

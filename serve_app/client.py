@@ -174,6 +174,12 @@ class AvatarSession:
         )
         return response.json()["turn_id"]
 
+    async def update(self, avatar: str | None = None, voice: str | None = None) -> dict:
+        body = {k: v for k, v in (("avatar", avatar), ("voice", voice)) if v}
+        return (
+            await self.request("PATCH", f"/api/sessions/{self.session_id}", json=body, headers=self._auth())
+        ).json()
+
     async def interrupt(self) -> dict:
         return (
             await self.request("POST", f"/api/sessions/{self.session_id}/interrupt", headers=self._auth())

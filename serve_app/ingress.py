@@ -62,6 +62,11 @@ class SayRequest(BaseModel):
     text: str
 
 
+class SessionUpdate(BaseModel):
+    avatar: str | None = Field(None, description="switch to this avatar (id from GET /api/avatars)")
+    voice: str | None = Field(None, description="switch to this TTS voice")
+
+
 @app.exception_handler(SessionError)
 async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
     # Ray re-raises actor errors as RayTaskError subclasses; `.cause` holds the original.
@@ -109,6 +114,7 @@ class Ingress:
             "sessions": summary["active"],
             "max_sessions": self._profile.sessions.max_sessions,
             "warm_actors": summary["warm"],
+            "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
         }
 
     @app.get("/api/avatars")
@@ -252,6 +258,16 @@ class Ingress:
         """A typed message to the character: the LLM answers it aloud, as if it was spoken."""
         session = self._session(session_id)
         return await session.ask.remote(_bearer(authorization), self._checked_text(body.text))
+
+    @app.patch("/api/sessions/{session_id}")
+    async def update_session(
+        self, session_id: str, body: SessionUpdate, authorization: str | None = Header(None)
+    ) -> dict:
+        """Switch avatar and/or voice mid-session, without reconnecting."""
+        session = self._session(session_id)
+        if body.avatar is not None and not SAFE_ID.match(body.avatar):
+            raise HTTPException(422, "avatar id must be 1-64 letters, digits, '-' or '_'")
+        return await session.update.remote(_bearer(authorization), body.avatar, body.voice)
 
     @app.post("/api/sessions/{session_id}/interrupt")
     async def interrupt(self, session_id: str, authorization: str | None = Header(None)) -> dict:

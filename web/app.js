@@ -571,9 +571,9 @@
       });
       if (!resp.ok && resp.status !== 404) throw await responseError(resp);
       thumbVersion.set(id, Date.now());
-      setGalleryStatus(resp.status === 404 ? `Avatar ${id} was already gone.` : `Deleted avatar ${id}.`);
       log(`Avatar ${id} deleted`, 'out');
       await loadAvatars();
+      setGalleryStatus(resp.status === 404 ? `Avatar ${id} was already gone.` : `Deleted avatar ${id}.`);
       return true;
     } catch (err) {
       setGalleryStatus(`Could not delete ${id}: ${err.message}`, 'error');

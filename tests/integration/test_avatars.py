@@ -117,6 +117,31 @@ async def test_photo_upload_becomes_a_talking_avatar(app_url, http, bystander):
         assert session.received.video[-1].frame.shape == (512, 512, 3)
         await session.close()
 
+        # Switch a running default-avatar session to the new face, without reconnecting.
+        session = AvatarSession(app_url, keep_frames=lambda f: f.reshape(-1, 3).mean(0))
+        await session.create()
+        await session.connect()
+        await session.wait_event(lambda e: e["type"] == "ready")
+        await session.interrupt()
+        pc = session.pc
+        await session.wait_until(lambda r: len(r.video) >= 10)
+        ava_colour = session.received.video[-1].frame
+        with pytest.raises(Exception, match="unknown avatar"):
+            await session.update(avatar="nobody-here")
+        with pytest.raises(Exception, match="unknown voice"):
+            await session.update(voice="nobody")
+        assert await session.update(avatar=avatar_id, voice="joe") == {"avatar": avatar_id, "voice": "joe"}
+        n = len(session.received.video)
+        await session.wait_until(lambda r: len(r.video) >= n + 25)
+        astro_colour = session.received.video[-1].frame
+        assert np.abs(astro_colour - ava_colour).max() > 20  # another picture entirely
+        turn_id = await session.say("Now I have a new face.")
+        end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+        assert end["interrupted"] is False and session.pc is pc  # same peer connection
+        cache = (await http.get("/api/health")).json()["lipsync_cache"]
+        assert cache["avatars"].get(avatar_id, 0) > 0 and cache["max_avatars"] >= 1
+        await session.close()
+
         assert (await http.delete(f"/api/avatars/{avatar_id}", headers=admin())).status_code == 204
         assert avatar_id not in [a["id"] for a in (await http.get("/api/avatars")).json()["avatars"]]
     finally:

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -32,27 +33,44 @@ def smooth_visemes(visemes: list[str]) -> list[str]:
 
 
 class VisemeLipSyncEngine:
-    """Renders the avatars found in ``avatars_dir/<id>/``, loaded on first use and cached."""
+    """Renders the avatars found in ``avatars_dir/<id>/``, loaded on first use.
 
-    def __init__(self, avatars_dir: str | Path):
+    At most ``max_cached`` avatars stay loaded (least recently used go first), and an avatar
+    whose folder was replaced (deleted and prepared again) is loaded anew.
+    """
+
+    def __init__(self, avatars_dir: str | Path, max_cached: int = 4):
         self.avatars_dir = Path(avatars_dir)
-        self._avatars: dict[str, Avatar] = {}
+        self.max_cached = max_cached
+        self._avatars: OrderedDict[str, tuple[int, Avatar]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def avatar(self, avatar_id: str) -> Avatar:
+    def load(self, avatar_id: str) -> Avatar:
+        """Load an avatar from disk (no caching): validates the id and the folder."""
         if not isinstance(avatar_id, str) or not AVATAR_ID.fullmatch(avatar_id):
             raise ValueError(f"invalid avatar id {avatar_id!r}: "
                              "use letters, digits, '_' and '-' only")
+        folder = self.avatars_dir / avatar_id
+        if not (folder / MANIFEST).is_file():
+            known = ", ".join(self._candidates()) or "none"
+            raise KeyError(f"unknown avatar {avatar_id!r} in {self.avatars_dir}; "
+                           f"available: {known}")
+        return _load(folder)
+
+    def avatar(self, avatar_id: str) -> Avatar:
+        version = _version(self.avatars_dir / avatar_id)
         with self._lock:
-            avatar = self._avatars.get(avatar_id)
-            if avatar is None:
-                folder = self.avatars_dir / avatar_id
-                if not (folder / MANIFEST).is_file():
-                    known = ", ".join(self._candidates()) or "none"
-                    raise KeyError(f"unknown avatar {avatar_id!r} in {self.avatars_dir}; "
-                                   f"available: {known}")
-                avatar = self._avatars[avatar_id] = _load(folder)
-            return avatar
+            cached = self._avatars.get(avatar_id)
+            if cached is not None and cached[0] == version:
+                self._avatars.move_to_end(avatar_id)
+                return cached[1]
+        avatar = self.load(avatar_id)
+        with self._lock:
+            self._avatars[avatar_id] = (version, avatar)
+            self._avatars.move_to_end(avatar_id)
+            while len(self._avatars) > self.max_cached:
+                self._avatars.popitem(last=False)
+        return avatar
 
     def list_avatars(self) -> list[dict]:
         """The avatars this engine can render; folders whose manifest is broken are skipped
@@ -72,10 +90,11 @@ class VisemeLipSyncEngine:
     def frame_size(self, avatar_id: str) -> tuple[int, int]:
         return self.avatar(avatar_id).size
 
-    def render(self, chunk: LipSyncChunk) -> np.ndarray:
+    def render(self, chunk: LipSyncChunk, avatar: Avatar | None = None) -> np.ndarray:
         """One frame per 40 ms of audio. Visemes come from the chunk (padded with rest "X" or
-        cut to the frame count) or, when it has none, from the audio."""
-        avatar = self.avatar(chunk.avatar_id)
+        cut to the frame count) or, when it has none, from the audio. `avatar`: one the caller
+        already holds (the LipSync deployment keeps its own per-replica cache)."""
+        avatar = avatar or self.avatar(chunk.avatar_id)
         n = chunk.n_frames
         if chunk.visemes is None:
             from serve_app.engines.lipsync.visemes import visemes_from_audio
@@ -98,6 +117,27 @@ class VisemeLipSyncEngine:
             return []
         return sorted(p.name for p in self.avatars_dir.iterdir()
                       if AVATAR_ID.fullmatch(p.name) and (p / MANIFEST).is_file())
+
+
+def _version(folder: Path) -> int:
+    """Changes when the avatar's folder is replaced (preparation renames a new one in)."""
+    try:
+        return (folder / MANIFEST).stat().st_ino
+    except OSError:
+        return -1
+
+
+def approx_nbytes(avatar: Avatar) -> int:
+    """Memory held by an avatar's arrays and encoded frames (what a cache slot costs)."""
+    total = 0
+    for value in vars(avatar).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, np.ndarray):
+                total += item.nbytes
+            elif isinstance(item, (bytes, bytearray)):
+                total += len(item)
+    return total
 
 
 def _load(folder: Path) -> Avatar:
