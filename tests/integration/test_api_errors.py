@@ -1,7 +1,6 @@
 """Bad input gets a clear error with the right status, and disturbs no other session."""
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from serve_app.client import ApiError, AvatarSession
@@ -16,24 +15,6 @@ SESSION_ENDPOINTS = [
     ("GET", "", None),
     ("DELETE", "", None),
 ]
-
-
-@pytest.fixture(scope="module")
-async def bystander(app_url):
-    """A connected session that must keep streaming through every bad request below."""
-    session = AvatarSession(app_url)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
-    await session.interrupt()
-    yield session
-    await session.close()
-
-
-@pytest.fixture
-async def http(app_url):
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

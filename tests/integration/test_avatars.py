@@ -7,7 +7,6 @@ import io
 import os
 import uuid
 
-import httpx
 import numpy as np
 import pytest
 from skimage import data as skdata
@@ -55,23 +54,6 @@ def admin() -> dict:
 
 def leftovers(avatar_id: str) -> list[str]:
     return [p.name for p in AVATARS.iterdir() if avatar_id in p.name or p.name.startswith(".tmp")]
-
-
-@pytest.fixture
-async def http(app_url):
-    async with httpx.AsyncClient(base_url=app_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def bystander(app_url):
-    session = AvatarSession(app_url)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
-    await session.interrupt()
-    yield session
-    await session.close()
 
 
 async def upload(http, avatar_id: str, content: bytes, content_type: str, headers=None):
