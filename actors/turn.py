@@ -23,6 +23,8 @@ from serve_app.engines.lipsync.visemes import VisemeTrack
 
 log = logging.getLogger(__name__)
 
+FADE_FRAMES = 2  # frames crossfading between idle and talking where a reply starts and ends
+
 
 async def single(text: str) -> AsyncIterator[str]:
     yield text
@@ -149,6 +151,8 @@ class Turn:
             first_frame=self._clock.next_speech_index(),
             audio=audio16[: n * SAMPLES_PER_FRAME],
             visemes=visemes.visemes(self.frames_queued, n),
+            fade_in=FADE_FRAMES if self.frames_queued == 0 else 0,
+            fade_out=FADE_FRAMES if last else 0,
         )
         # Routed to a replica that already holds this avatar (multiplexed by avatar id).
         response = self._lipsync.options(multiplexed_model_id=self._avatar_id).render.remote(chunk)

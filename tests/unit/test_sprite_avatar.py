@@ -268,3 +268,29 @@ def test_registry(engine):
     assert "default" in [a["id"] for a in e.list_avatars()]
     with pytest.raises(ValueError, match=r"known engines: \['viseme'\]"):
         create_lipsync_engine("nope")
+
+
+def test_reply_edges_crossfade_with_the_idle_picture(engine):
+    """fade_in / fade_out blend the talking mouth with the idle one, only inside the mouth box."""
+    n = 6
+    audio = np.zeros(n * 640, np.float32)
+    sharp = engine.render(LipSyncChunk("default", 100, audio, ["D"] * n))
+    faded = engine.render(LipSyncChunk("default", 100, audio, ["D"] * n, fade_in=2, fade_out=2))
+    avatar = engine.avatar("default")
+
+    def mouth_delta(frames, k):
+        x0, y0, x1, y1 = avatar.mouth_box(100 + k)
+        idle = avatar.idle_frame(100 + k)[y0:y1, x0:x1].astype(int)
+        return np.abs(frames[k][y0:y1, x0:x1].astype(int) - idle).mean()
+
+    full = [mouth_delta(sharp, k) for k in range(n)]
+    eased = [mouth_delta(faded, k) for k in range(n)]
+    # 1/3, 2/3 of the way in; fully open in the middle; 2/3, 1/3 on the way out.
+    assert eased[0] < eased[1] < eased[2] == pytest.approx(full[2])
+    assert eased[3] == pytest.approx(full[3]) and eased[3] > eased[4] > eased[5]
+    assert eased[0] == pytest.approx(full[0] / 3, rel=0.1)
+    for k in range(n):  # nothing outside the mouth box changes
+        x0, y0, x1, y1 = avatar.mouth_box(100 + k)
+        outside = faded[k].copy()
+        outside[y0:y1, x0:x1] = sharp[k][y0:y1, x0:x1]
+        assert np.array_equal(outside, sharp[k])

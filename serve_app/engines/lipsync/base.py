@@ -31,6 +31,10 @@ class LipSyncChunk:
     first_frame: int
     audio: np.ndarray
     visemes: list[str] | None = None
+    # Frames at the chunk's start / end that crossfade from / to the idle picture: set on the
+    # first and last chunk of a reply, so speech eases in and out of the idle loop.
+    fade_in: int = 0
+    fade_out: int = 0
 
     @property
     def n_frames(self) -> int:

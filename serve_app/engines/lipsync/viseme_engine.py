@@ -107,6 +107,8 @@ class VisemeLipSyncEngine:
         frames = np.empty((n, h, w, 3), np.uint8)
         for k, v in enumerate(visemes):
             avatar.frame(chunk.first_frame + k, v, out=frames[k])
+        for k, weight in _fade_weights(n, chunk.fade_in, chunk.fade_out):
+            _blend_mouth(frames[k], avatar, chunk.first_frame + k, weight)
         return frames
 
     def idle_frame(self, avatar_id: str, index: int) -> np.ndarray:
@@ -117,6 +119,25 @@ class VisemeLipSyncEngine:
             return []
         return sorted(p.name for p in self.avatars_dir.iterdir()
                       if AVATAR_ID.fullmatch(p.name) and (p / MANIFEST).is_file())
+
+
+def _fade_weights(n: int, fade_in: int, fade_out: int) -> list[tuple[int, float]]:
+    """(frame, weight of the talking picture) for the frames that crossfade with idle."""
+    weights: dict[int, float] = {}
+    for k in range(min(fade_in, n)):
+        weights[k] = (k + 1) / (fade_in + 1)
+    for j in range(min(fade_out, n)):
+        k = n - 1 - j
+        weights[k] = min(weights.get(k, 1.0), (j + 1) / (fade_out + 1))
+    return sorted(weights.items())
+
+
+def _blend_mouth(frame: np.ndarray, avatar: Avatar, index: int, weight: float) -> None:
+    """Mix the idle picture into `frame` inside the mouth box, where the two differ."""
+    x0, y0, x1, y1 = avatar.mouth_box(index)
+    idle = avatar.idle_frame(index)[y0:y1, x0:x1].astype(np.float32)
+    talk = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.rint(idle + weight * (talk - idle)).astype(np.uint8)
 
 
 def _version(folder: Path) -> int:
