@@ -23,7 +23,6 @@ def free_port() -> int:
 
 def deploy_config(config_path: Path, port: int, timeout_s: float = 180) -> None:
     """Start Serve on 127.0.0.1:`port` and deploy the config's apps; return once all run."""
-    from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
@@ -32,7 +31,22 @@ def deploy_config(config_path: Path, port: int, timeout_s: float = 180) -> None:
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump())
     client.deploy_apps(schema, _blocking=False)
-    names = [app.name for app in schema.applications]
+    wait_running([app.name for app in schema.applications], timeout_s)
+
+
+def run_app(app, name: str, route_prefix: str, timeout_s: float = 180) -> None:
+    """Add one more application beside those deployed (serve.run, with a deadline)."""
+    from ray.serve.api import _run
+
+    _run(app, name=name, route_prefix=route_prefix, _blocking=False)
+    wait_running([name], timeout_s)
+
+
+def wait_running(names: list[str], timeout_s: float) -> None:
+    """Return once every app is RUNNING; raise with their states (e.g. a replica that cannot
+    be scheduled for lack of CPUs) rather than wait forever."""
+    from ray import serve
+
     deadline = time.monotonic() + timeout_s
     while True:
         apps = serve.status().applications

@@ -22,7 +22,7 @@ from ray import serve
 from serve_app.config import PROJECT_ROOT
 from serve_app.local_cluster import start_local, stop_local
 
-url = start_local(PROJECT_ROOT / "configs" / "serve_gpu.yaml", num_cpus=8, num_gpus=1)
+url = start_local(PROJECT_ROOT / "configs" / "serve_gpu.yaml", num_cpus=12, num_gpus=1)
 app = serve.status().applications["digital_human"]
 health = json.load(urllib.request.urlopen(f"{url}/api/health"))
 print("REPORT " + json.dumps({

@@ -156,8 +156,9 @@ def degraded_url(app_url) -> str:
     from ray import serve
 
     from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
 
-    serve.run(build_app({"profile": "tests/fixtures/degraded.yaml"}), name="degraded", route_prefix="/degraded")
+    run_app(build_app({"profile": "tests/fixtures/degraded.yaml"}), "degraded", "/degraded", timeout_s=120)
     yield f"{app_url}/degraded"
     serve.delete("degraded")
 
