@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import loadavg, machine_info  # noqa: E402
+from sessions import loadavg, machine_info, server  # noqa: E402
 
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
 
@@ -415,16 +415,9 @@ def main() -> None:
         if not args.skip_switch:
             print("\n3. switching", flush=True)
             os.environ["DH_ADMIN_TOKEN"] = secrets.token_urlsafe(16)  # before the replicas start
-            from serve_app.local_cluster import start_local, stop_local
-
-            t = time.monotonic()
-            url = start_local(args.config)
-            print(f"local cluster deployed in {time.monotonic() - t:.1f} s; load {loadavg()}", flush=True)
-            report["load_switch_start"] = loadavg()
-            try:
+            with server(None, args.config) as (url, _, _):
+                report["load_switch_start"] = loadavg()
                 report["switch"] = asyncio.run(bench_switch(url, video_folder, args.switches))
-            finally:
-                stop_local()
     report["load_after"] = loadavg()
     report["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     summarize(report)

@@ -190,6 +190,31 @@ def r(x: float | None, nd: int = 1) -> float | None:
     return None if x is None else round(x, nd)
 
 
+@contextlib.contextmanager
+def server(url: str | None, config: Path):
+    """Yields (url, local, ray_ok): a fresh local cluster running `config` when no `url` is
+    given (shut down afterwards), else the running server at `url`, with Ray attached if it
+    can be (for the session actors' counters)."""
+    if url is None:
+        from serve_app.local_cluster import start_local, stop_local
+
+        t = time.monotonic()
+        url = start_local(config)
+        print(f"local cluster deployed in {time.monotonic() - t:.1f} s", flush=True)
+        try:
+            yield url, True, True
+        finally:
+            stop_local()
+        return
+    ray_ok = False
+    with contextlib.suppress(Exception):
+        import ray
+
+        ray.init(address="auto", namespace="serve", log_to_driver=False)
+        ray_ok = True
+    yield url.rstrip("/"), False, ray_ok
+
+
 async def health(url: str) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         return (await http.get("/api/health")).json()
@@ -505,30 +530,9 @@ def main() -> None:
     machine = machine_info()
     print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
           f"load {loadavg()}", flush=True)
-    local = args.url is None
-    ray_ok = False
-    if local:
-        from serve_app.local_cluster import start_local
-
-        t = time.monotonic()
-        url = start_local(args.config)
-        ray_ok = True
-        print(f"local cluster deployed in {time.monotonic() - t:.1f} s", flush=True)
-    else:
-        url = args.url.rstrip("/")
-        with contextlib.suppress(Exception):
-            import ray
-
-            ray.init(address="auto", namespace="serve", log_to_driver=False)
-            ray_ok = True
-    meter = CpuMeter(local_cluster=local)
-    try:
+    with server(args.url, args.config) as (url, local, ray_ok):
+        meter = CpuMeter(local_cluster=local)
         report = asyncio.run(main_async(url, args, meter, ActorStats(ray_ok)))
-    finally:
-        if local:
-            from serve_app.local_cluster import stop_local
-
-            stop_local()
     report.update({"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
                    "load_end": loadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     out = ROOT / "bench" / "results" / f"sessions-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import ActorStats, CpuMeter, loadavg, machine_info, med, pct, r, wait_health  # noqa: E402
+from sessions import ActorStats, CpuMeter, loadavg, machine_info, med, pct, r, server, wait_health  # noqa: E402
 
 from serve_app.client import MIC_PACKET, MIC_RATE, AvatarSession, MicTrack  # noqa: E402
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
@@ -629,31 +629,10 @@ def main() -> None:
     clips = asyncio.run(prepare(tts))
     print("questions: " + ", ".join(f"{c.text!r} {c.speech_s:.2f} s" for c in clips["questions"]), flush=True)
 
-    local = args.url is None
-    ray_ok = False
-    if local:
-        from serve_app.local_cluster import start_local
-
-        t = time.monotonic()
-        url = start_local(args.config)
-        ray_ok = True
-        print(f"local cluster deployed in {time.monotonic() - t:.1f} s", flush=True)
-    else:
-        url = args.url.rstrip("/")
-        with contextlib.suppress(Exception):
-            import ray
-
-            ray.init(address="auto", namespace="serve", log_to_driver=False)
-            ray_ok = True
-    load_start = loadavg()
-    print(f"load at the start of measuring: {load_start}", flush=True)
-    try:
+    with server(args.url, args.config) as (url, local, ray_ok):
+        load_start = loadavg()
+        print(f"load at the start of measuring: {load_start}", flush=True)
         report = asyncio.run(measure(url, args, clips, CpuMeter(local_cluster=local), ActorStats(ray_ok)))
-    finally:
-        if local:
-            from serve_app.local_cluster import stop_local
-
-            stop_local()
     load_after = loadavg()
     changed = sorted(f for f, m in source_state().items() if sources.get(f) != m)
     asyncio.run(add_piper_leads(tts, report))  # after the server is gone: no CPU contention
