@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import loadavg, machine_info, server  # noqa: E402
+from sessions import loadavg, print_machine, server  # noqa: E402
 
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
 
@@ -240,9 +240,7 @@ async def bench_switch(url: str, video_folder: Path, n_switch: int) -> dict:
         created.append(video_id)
         os.rename(tmp_copy, ROOT / "avatars" / video_id)
 
-        await session.create()
-        await session.connect()
-        await session.wait_event(lambda e: e["type"] == "ready", timeout=60)
+        await session.start(timeout=60)
         await session.interrupt()
         await asyncio.sleep(1.0)
         rec = session.received
@@ -391,10 +389,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
     args = parser.parse_args()
 
-    machine = machine_info()
-    load_before = loadavg()
-    print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
-          f"load {load_before}", flush=True)
+    machine, load_before = print_machine()
     load_start = wait_for_quiet(args.max_load, args.max_wait)
     print(f"load at the start of measuring: {load_start}", flush=True)
     report: dict = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},

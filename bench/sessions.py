@@ -61,6 +61,14 @@ def machine_info() -> dict:
     }
 
 
+def print_machine() -> tuple[dict, list[float]]:
+    """Print and return the machine description and the load average now."""
+    machine, load = machine_info(), loadavg()
+    print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
+          f"load {load}", flush=True)
+    return machine, load
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -259,9 +267,7 @@ class Runner:
 
     async def open(self) -> None:
         t0 = time.monotonic()
-        await self.client.create()
-        await self.client.connect()
-        await self.client.wait_event(lambda e: e["type"] == "ready", timeout=90)
+        await self.client.start(timeout=90)
         self.ready_s = time.monotonic() - t0
         await self.client.interrupt()  # skip the greeting
 
@@ -527,9 +533,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
     args = parser.parse_args()
 
-    machine = machine_info()
-    print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
-          f"load {loadavg()}", flush=True)
+    machine, _ = print_machine()
     with server(args.url, args.config) as (url, local, ray_ok):
         meter = CpuMeter(local_cluster=local)
         report = asyncio.run(main_async(url, args, meter, ActorStats(ray_ok)))

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import ActorStats, CpuMeter, loadavg, machine_info, med, pct, r, server, wait_health  # noqa: E402
+from sessions import ActorStats, CpuMeter, loadavg, med, pct, print_machine, r, server, wait_health  # noqa: E402
 
 from serve_app.client import MIC_PACKET, MIC_RATE, AvatarSession, MicTrack  # noqa: E402
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
@@ -143,9 +143,7 @@ class Bench:
 
     async def open(self) -> float:
         t0 = time.monotonic()
-        await self.s.create()
-        await self.s.connect()
-        await self.s.wait_event(lambda e: e["type"] == "ready", timeout=90)
+        await self.s.start(timeout=90)
         ready = time.monotonic() - t0
         await self.s.interrupt()  # skip the greeting
         return ready
@@ -615,10 +613,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
     args = parser.parse_args()
 
-    machine = machine_info()
-    load_before = loadavg()
-    print(f"machine: {machine['cores']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB RAM; "
-          f"load {load_before}", flush=True)
+    machine, load_before = print_machine()
     sources, git, hist = source_state(), git_state(), history_turns(args.config)
     print(f"code: commit {git.get('commit')}"
           + (f", uncommitted changes in {len(git['dirty'])} files" if git.get("dirty") else "")

@@ -212,6 +212,13 @@ class AvatarSession:
         ).json()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
+    async def start(self, timeout: float = 30) -> "AvatarSession":
+        """Create the session, connect the peer and wait until the server says it is ready."""
+        await self.create()
+        await self.connect()
+        await self.wait_event(lambda e: e["type"] == "ready", timeout)
+        return self
+
     def _on_event(self, message: str) -> None:
         event = json.loads(message)
         event["received_at"] = time.monotonic()

@@ -72,6 +72,18 @@ async def launch_page(profile_dir: Path, extra_args: list[str] = (), height: int
             await context.close()
 
 
+async def open_app(page, app_url: str) -> tuple[list[str], int]:
+    """Open the page, recording uncaught page errors; returns (errors, sessions before)."""
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    sessions_before = await sessions_active(app_url)
+    await page.goto(app_url + "/")
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#avatar-select option')].some((o) => o.value === 'default')"
+    )
+    return page_errors, sessions_before
+
+
 async def inbound(page) -> dict:
     stats = await page.evaluate(INBOUND_STATS_JS)
     assert stats and "video" in stats and "audio" in stats, stats

@@ -20,6 +20,7 @@ from tests.browser.support import (
     TIMEOUT_MS,
     inbound,
     launch_page,
+    open_app,
     sessions_active,
     wait_event,
     wait_media_time,
@@ -98,13 +99,7 @@ TRANSCRIPT_JS = """() => [...document.querySelectorAll('#transcript > li')].map(
 
 async def test_spoken_question_in_the_browser(app_url, voice_page):
     page = voice_page
-    page_errors: list[str] = []  # uncaught exceptions in the page
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    sessions_before = await sessions_active(app_url)
-    await page.goto(app_url + "/")
-    await page.wait_for_function(
-        "() => [...document.querySelectorAll('#avatar-select option')].some((o) => o.value === 'default')"
-    )
+    page_errors, sessions_before = await open_app(page, app_url)
     # Before Start: hands-free by default, Ask is what Enter does, the talk button is hidden.
     assert await page.input_value("#mic-mode") == "hands_free"
     assert await page.evaluate("window.dh.micMode") == "hands_free"

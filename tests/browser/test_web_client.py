@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.browser.support import (
     inbound,
+    open_app,
     sessions_active,
     wait_event,
     wait_media_time,
@@ -71,15 +73,8 @@ async def say(page, text: str) -> str:
 
 async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     page = browser_page
-    page_errors: list[str] = []  # uncaught exceptions in the page
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    sessions_before = await sessions_active(app_url)
-    await page.goto(app_url + "/")
-
     # The avatar list comes from /api/avatars: "default" is selected and named Ava.
-    await page.wait_for_function(
-        "() => [...document.querySelectorAll('#avatar-select option')].some((o) => o.value === 'default')"
-    )
+    page_errors, sessions_before = await open_app(page, app_url)
     options = await page.eval_on_selector_all(
         "#avatar-select option", "os => os.map((o) => [o.value, o.textContent])"
     )

@@ -16,10 +16,7 @@ async def http(app_url):
 @pytest.fixture(scope="module")
 async def bystander(app_url):
     """A connected session that must keep streaming through everything a test module does."""
-    session = AvatarSession(app_url)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
+    session = await AvatarSession(app_url).start()
     await session.interrupt()
     yield session
     await session.close()

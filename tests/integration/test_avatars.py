@@ -91,19 +91,13 @@ async def test_photo_upload_becomes_a_talking_avatar(app_url, http, bystander):
         again = await upload(http, avatar_id, png(skdata.astronaut()), "image/png")
         assert again.status_code == 409
 
-        session = AvatarSession(app_url, avatar=avatar_id, keep_frames=True)
-        await session.create()
-        await session.connect()
-        await session.wait_event(lambda e: e["type"] == "ready")
+        session = await AvatarSession(app_url, avatar=avatar_id, keep_frames=True).start()
         await session.wait_until(lambda r: len(r.video) >= 10)
         assert session.received.video[-1].frame.shape == (512, 512, 3)
         await session.close()
 
         # Switch a running default-avatar session to the new face, without reconnecting.
-        session = AvatarSession(app_url, keep_frames=lambda f: f.reshape(-1, 3).mean(0))
-        await session.create()
-        await session.connect()
-        await session.wait_event(lambda e: e["type"] == "ready")
+        session = await AvatarSession(app_url, keep_frames=lambda f: f.reshape(-1, 3).mean(0)).start()
         await session.interrupt()
         pc = session.pc
         await session.wait_until(lambda r: len(r.video) >= 10)

@@ -54,14 +54,6 @@ async def wait_gone(session_id: str, timeout: float = 20) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-async def connected(app_url: str, **kwargs) -> AvatarSession:
-    session = AvatarSession(app_url, **kwargs)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
-    return session
-
-
 async def test_page_health_docs_and_avatars(app_url):
     async with httpx.AsyncClient(base_url=app_url) as http:
         page = await http.get("/")
@@ -78,7 +70,7 @@ async def test_page_health_docs_and_avatars(app_url):
 
 
 async def test_idle_video_at_25fps_with_silent_audio(app_url):
-    session = await connected(app_url)
+    session = await AvatarSession(app_url).start()
     try:
         await session.interrupt()  # skip the greeting: this test is about idling
         start = len(session.received.video)
@@ -95,7 +87,7 @@ async def test_idle_video_at_25fps_with_silent_audio(app_url):
 
 
 async def test_say_speaks_with_moving_mouth_that_rests_afterwards(app_url):
-    session = await connected(app_url, keep_frames=open_mouth_pixels)
+    session = await AvatarSession(app_url, keep_frames=open_mouth_pixels).start()
     try:
         await session.interrupt()
         await session.wait_until(lambda r: len(r.video) >= 10)
@@ -127,7 +119,7 @@ async def test_say_speaks_with_moving_mouth_that_rests_afterwards(app_url):
 
 
 async def test_interrupt_silences_audio_within_a_few_frames(app_url):
-    session = await connected(app_url)
+    session = await AvatarSession(app_url).start()
     try:
         await session.interrupt()
         long_text = "This is a long answer that keeps going for quite a while. " * 4
@@ -148,7 +140,7 @@ async def test_interrupt_silences_audio_within_a_few_frames(app_url):
 
 
 async def test_typing_while_speaking_replaces_the_turn(app_url):
-    session = await connected(app_url)
+    session = await AvatarSession(app_url).start()
     try:
         first = await session.say("A first sentence that will be cut off before it can finish.")
         second = await session.say("Second.")
@@ -161,7 +153,7 @@ async def test_typing_while_speaking_replaces_the_turn(app_url):
 
 
 async def test_delete_removes_the_session_actor(app_url):
-    session = await connected(app_url)
+    session = await AvatarSession(app_url).start()
     session_id = session.session_id
     assert session_alive(session_id)
     await session.delete()
@@ -177,7 +169,7 @@ async def test_delete_removes_the_session_actor(app_url):
 
 
 async def test_client_disconnect_removes_the_session_actor(app_url):
-    session = await connected(app_url)
+    session = await AvatarSession(app_url).start()
     session_id = session.session_id
     await session.close(delete=False)  # just hang up, as a closed tab does
     await wait_gone(session_id)

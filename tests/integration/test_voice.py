@@ -1,7 +1,6 @@
 """Spoken conversation over a real aiortc peer: the client's mic sends Piper-made speech."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -38,10 +37,7 @@ async def voices() -> dict[str, np.ndarray]:
 
 async def mic_session(url: str) -> tuple[AvatarSession, MicTrack]:
     mic = MicTrack()
-    session = AvatarSession(url, mic=mic)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
+    session = await AvatarSession(url, mic=mic).start()
     await session.interrupt()  # no greeting in these tests
     return session, mic
 
@@ -135,10 +131,7 @@ async def test_monologue_is_cut_at_the_configured_maximum(app_url, voices):
 
 
 async def test_typed_question_is_answered_by_the_llm(app_url):
-    session = AvatarSession(app_url)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
+    session = await AvatarSession(app_url).start()
     try:
         turn_id = await session.ask("Say hello to me.")
         latency = await session.wait_event(lambda e: e["type"] == "latency" and e["turn_id"] == turn_id, timeout=30)
@@ -164,10 +157,7 @@ def degraded_url(app_url) -> str:
 
 
 async def test_dead_llm_gives_error_event_and_spoken_apology(degraded_url):
-    session = AvatarSession(degraded_url)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
+    session = await AvatarSession(degraded_url).start()
     try:
         turn_id = await session.ask("Are you there?")
         error = await session.wait_event(lambda e: e["type"] == "error" and e.get("turn_id") == turn_id, timeout=30)
@@ -183,10 +173,7 @@ async def test_dead_llm_gives_error_event_and_spoken_apology(degraded_url):
 
 async def test_dead_asr_gives_error_event_and_spoken_apology(degraded_url, voices):
     mic = MicTrack()
-    session = AvatarSession(degraded_url, mic=mic)
-    await session.create()
-    await session.connect()
-    await session.wait_event(lambda e: e["type"] == "ready")
+    session = await AvatarSession(degraded_url, mic=mic).start()
     try:
         await session.interrupt()
         mic.play(voices["question"])

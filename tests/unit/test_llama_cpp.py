@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from contextlib import aclosing
 
 import pytest
 
 from serve_app.engines.llm import LLMUnavailable, create_llm_engine
+from tests.unit.llm_support import CHAT, first_and_rest
 
 pytestmark = pytest.mark.llama_cpp
 
-CHAT = [
-    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
-    {"role": "user", "content": "What is the capital of France?"},
-]
 
-
-async def first_and_rest(stream) -> tuple[list[str], float]:
-    """All deltas of ``stream`` and the seconds to the first one."""
-    started = time.perf_counter()
-    deltas, first = [], None
-    async for delta in stream:
-        first = first or time.perf_counter() - started
-        deltas.append(delta)
-    return deltas, first or 0.0
 
 
 @pytest.fixture(scope="module")

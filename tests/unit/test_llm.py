@@ -14,23 +14,11 @@ from aiohttp import web
 from serve_app.engines.llm import LLMUnavailable, create_llm_engine
 from serve_app.engines.llm.dify import DifyLLM
 from serve_app.engines.llm.openai_compat import OpenAICompatLLM
+from tests.unit.llm_support import CHAT, first_and_rest
 
-CHAT = [
-    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
-    {"role": "user", "content": "What is the capital of France?"},
-]
 KEY = "sk-test-0123456789abcdef"
 RELEASE = web.AppKey("release", asyncio.Event)  # set at teardown: stalled handlers may end
 
-
-async def first_and_rest(stream) -> tuple[list[str], float]:
-    """All deltas of ``stream`` and the seconds to the first one."""
-    started = time.perf_counter()
-    deltas, first = [], None
-    async for delta in stream:
-        first = first or time.perf_counter() - started
-        deltas.append(delta)
-    return deltas, first or 0.0
 
 
 def free_port() -> int:

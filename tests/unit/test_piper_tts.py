@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-
 from serve_app.engines.tts import create_tts_engine  # noqa: E402
 from serve_app.engines.tts.piper_tts import PiperTTS  # noqa: E402
 
