@@ -22,11 +22,11 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from actors.conversation import Conversation, reply
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
+from actors.listener import MicListener
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
 from actors.metrics import FrameCounters, record_marks
-from actors.conversation import Conversation, reply
-from actors.listener import MicListener
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
@@ -62,11 +62,11 @@ class SessionActor:
         self._profile = profile
         self._settings = profile.sessions
         self._stages = stages
-        # The session renders its own idle frames (cheap sprite compositing) so idling costs
-        # no remote calls; talking frames come from the LipSync deployment.
-        self._idle_engine = create_lipsync_engine(
-            profile.lipsync.backend, avatars_dir=profile.avatars_dir, **profile.lipsync.options
-        )
+        # The session renders its own idle frames (sprite compositing, or the avatar's video
+        # frames) so idling costs no remote calls and no model; talking frames come from the
+        # LipSync deployment, whatever its backend. Neural engines idle on the same frames.
+        self._idle_engine = create_lipsync_engine("viseme", avatars_dir=profile.avatars_dir)
+        self._audio_context = (0, 0)  # the lip-sync engine's (context, look-ahead) frames
         self._token_hash: str | None = None
         self._avatar_id = profile.default_avatar
         self._voice: str | None = None
@@ -89,6 +89,7 @@ class SessionActor:
     # --- lifecycle --------------------------------------------------------------------
     async def ready(self) -> bool:
         self._closed = asyncio.get_running_loop().create_future()
+        self._audio_context = tuple(await self._stages.lipsync.audio_context.remote())
         return True
 
     async def activate(self, token_sha256: str, avatar_id: str, character: Character) -> dict:
@@ -269,6 +270,7 @@ class SessionActor:
             lipsync=self._stages.lipsync,
             clock=self._clock,
             chunk_frames=self._profile.lipsync.chunk_frames,
+            audio_context=self._audio_context,
             on_error=lambda message: self._emit({"type": "error", "message": message}),
         )
         self._turn = turn

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 
 from actors.media import AUDIO_PER_UNIT, AUDIO_RATE, AVUnit, MediaClock
+from actors.reply_audio import ReplyAudio, ReplyChunk
 from serve_app.engines.audio import StreamResampler, to_int16
-from serve_app.engines.lipsync.base import AUDIO_RATE as LIPSYNC_RATE
-from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
+from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.visemes import VisemeTrack
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Turn:
         clock: MediaClock,
         chunk_frames: int,
         on_error: Callable[[str], None],
+        audio_context: tuple[int, int] = (0, 0),
     ) -> None:
         self.id = turn_id
         self._sentences = sentences
@@ -72,6 +74,7 @@ class Turn:
         self._clock = clock
         self._chunk_frames = chunk_frames
         self._on_error = on_error
+        self._audio_context = audio_context  # the lip-sync engine's (context, look-ahead) frames
         self.marks = marks or Marks()
         self.frames_queued = 0
         self.cancelled = False
@@ -107,9 +110,9 @@ class Turn:
 
     async def _speak(self) -> None:
         resampler: StreamResampler | None = None
-        to_lipsync_rate = StreamResampler(AUDIO_RATE, LIPSYNC_RATE)
+        reply = ReplyAudio(*self._audio_context)
         visemes = VisemeTrack()  # from phoneme timings, or from the audio when a chunk has none
-        pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet turned into frames
+        pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet cut into chunks
         block = self._chunk_frames * AUDIO_PER_UNIT
         async with contextlib.aclosing(self._sentences) as sentences:
             async for sentence in sentences:
@@ -124,35 +127,35 @@ class Turn:
                         pending = np.concatenate([pending, resampler.push(chunk.samples)])
                         visemes.push(chunk)
                         while len(pending) >= block:
-                            await self._queue_frames(pending[:block], to_lipsync_rate, visemes)
+                            reply.add(pending[:block])
                             pending = pending[block:]
+                            for ready in reply.ready():
+                                await self._queue_frames(ready, visemes)
                 finally:
                     stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS work
         if resampler is None:
             return  # nothing to say
         pending = np.concatenate([pending, resampler.flush()])
         pending = np.pad(pending, (0, -len(pending) % AUDIO_PER_UNIT))
-        while len(pending):
-            await self._queue_frames(pending[:block], to_lipsync_rate, visemes, last=len(pending) <= block)
-            pending = pending[block:]
+        for start in range(0, len(pending), block):
+            reply.add(pending[start : start + block])
+        reply.finish()
+        for ready in reply.ready():
+            await self._queue_frames(ready, visemes)
 
-    async def _queue_frames(
-        self,
-        audio48: np.ndarray,
-        to_lipsync_rate: StreamResampler,
-        visemes: VisemeTrack,
-        last: bool = False,
-    ) -> None:
-        n = len(audio48) // AUDIO_PER_UNIT
-        audio16 = to_lipsync_rate.push(audio48)
-        audio16 = np.pad(audio16, (0, max(0, n * SAMPLES_PER_FRAME - len(audio16))))
+    async def _queue_frames(self, part: ReplyChunk, visemes: VisemeTrack) -> None:
+        n = part.n
         chunk = LipSyncChunk(
             avatar_id=self._avatar_id,
             first_frame=self._clock.next_speech_index(),
-            audio=audio16[: n * SAMPLES_PER_FRAME],
-            visemes=visemes.visemes(self.frames_queued, n),
-            fade_in=FADE_FRAMES if self.frames_queued == 0 else 0,
-            fade_out=FADE_FRAMES if last else 0,
+            audio=part.audio16,
+            visemes=visemes.visemes(part.first, n),
+            fade_in=FADE_FRAMES if part.first == 0 else 0,
+            fade_out=FADE_FRAMES if part.last else 0,
+            segment=part.segment if self._audio_context != (0, 0) else None,
+            segment_offset=part.segment_offset,
+            reply_frame=part.first,
+            reply_samples=part.total,
         )
         # Routed to a replica that already holds this avatar (multiplexed by avatar id).
         response = self._lipsync.options(multiplexed_model_id=self._avatar_id).render.remote(chunk)
@@ -161,14 +164,14 @@ class Turn:
         except asyncio.CancelledError:
             response.cancel()
             raise
-        pcm = to_int16(audio48)
+        pcm = to_int16(part.audio48)
         for i in range(n):
             await self._clock.put(
                 AVUnit(
                     frame=frames[i],
                     audio=pcm[i * AUDIO_PER_UNIT : (i + 1) * AUDIO_PER_UNIT],
                     turn_id=self.id,
-                    last=last and i == n - 1,
+                    last=part.last and i == n - 1,
                 )
             )
         self.frames_queued += n

@@ -11,6 +11,10 @@ fi
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
+  if [[ ",$extras," == *",neural,"* ]] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    # The plain `torch` wheel drags in several GB of CUDA libraries; TORCH_SPEC overrides.
+    .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+  fi
   .venv/bin/python -m pip install --quiet -e ".[${extras}]"
   touch "$stamp"
 fi

@@ -41,5 +41,7 @@ def build_app(args: dict | None = None) -> Application:
     manager = SessionManager.options(**profile.session_manager.as_options()).bind(
         profile, tts, lipsync, asr, llm
     )
-    jobs = AvatarJobsDeployment.options(**profile.avatars.jobs.as_options()).bind(profile.avatars_dir)
+    jobs = AvatarJobsDeployment.options(**profile.avatars.jobs.as_options()).bind(
+        profile.avatars_dir, profile.lipsync.backend, profile.lipsync.options
+    )
     return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync, jobs)

@@ -31,6 +31,8 @@ class DeploymentOptions(_Strict):
     max_ongoing_requests: int | None = None
     autoscaling_config: dict[str, Any] | None = None
     ray_actor_options: dict[str, Any] = Field(default_factory=dict)
+    # Handed to the deployment's reconfigure(); changeable on a running app (LipSync batching).
+    user_config: dict[str, Any] | None = None
 
     def as_options(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -67,6 +69,15 @@ class LipSyncSettings(StageSettings):
     backend: str = "viseme"
     # Video frames rendered per lip-sync call (5 frames = 200 ms of audio).
     chunk_frames: int = Field(5, ge=1, le=50)
+
+
+class LipSyncBatching(_Strict):
+    """The LipSync deployment's `user_config`: chunks from many sessions go through one model
+    call. Tune on a running app (`serve deploy` / `serve run` with a new user_config)."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)  # chunks per call (x chunk_frames frames)
+    # How long the first chunk waits for others: throughput for a little latency per chunk.
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
 
 
 class VADSettings(_Strict):

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="display name (default: the id)")
     p.add_argument("--max-seconds", type=float, default=20.0, help="use at most this much video")
     p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    p.add_argument("--musetalk-models", metavar="DIR",
+                   help="also store MuseTalk reference latents, with the models in DIR "
+                        "(musetalkV15/, sd-vae/, whisper/); needs the `neural` extra")
     ls = sub.add_parser("list", help="list the avatars the server can show")
     ls.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
     args = parser.parse_args(argv)
@@ -44,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         for a in VisemeLipSyncEngine(args.avatars_dir).list_avatars():
             print(f"{a['id']:<24} {a['kind']:<7} {a['size'][0]}x{a['size'][1]}  {a['name']}")
         return 0
+    encoder = None
+    if args.musetalk_models:
+        from serve_app.deployments.avatar_jobs import latent_encoder
+
+        encoder = latent_encoder("musetalk", {"models_dir": args.musetalk_models})
     try:
         folder = prepare_avatar(args.source, args.id, args.avatars_dir, name=args.name,
-                                max_seconds=args.max_seconds, progress=_progress)
+                                max_seconds=args.max_seconds, progress=_progress, encoder=encoder)
     except AvatarError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2

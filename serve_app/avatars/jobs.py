@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from serve_app.avatars.prepare import prepare_avatar
+from serve_app.avatars.prepare import Encoder, prepare_avatar
 
 MAX_JOBS_KEPT = 50  # finished jobs remembered for GET /api/avatars/jobs/{id}
 
@@ -35,8 +35,9 @@ class Job:
 
 
 class AvatarJobs:
-    def __init__(self, avatars_dir: Path) -> None:
+    def __init__(self, avatars_dir: Path, encoder: Encoder | None = None) -> None:
         self.avatars_dir = Path(avatars_dir)
+        self._encoder = encoder  # the neural engine's reference latents, when one is configured
         self._jobs: dict[str, Job] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._queue: asyncio.Queue | None = None
@@ -91,7 +92,7 @@ class AvatarJobs:
         try:
             await asyncio.to_thread(
                 prepare_avatar, source, job.avatar_id, self.avatars_dir,
-                name=name, progress=progress, cancelled=stop.is_set,
+                name=name, progress=progress, cancelled=stop.is_set, encoder=self._encoder,
             )
             job.state, job.stage, job.percent = "done", "done", 100.0
         except Exception as exc:  # AvatarError messages say what is wrong with the input

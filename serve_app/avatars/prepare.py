@@ -4,7 +4,9 @@ Steps: read the source (sampled at 25 fps), find the face in every frame with Op
 cascade, smooth the boxes over time, pick one square crop around head and shoulders for the
 whole clip (a moving crop would make the background swim), and store the cropped frames, the
 face and mouth boxes and a feathered blend mask for the mouth. The format is documented in
-avatars/README.md; serve_app.engines.lipsync.face renders it.
+avatars/README.md; serve_app.engines.lipsync.face renders it. For the neural engines it also
+stores a model-input crop per frame (neural/crops, with their boxes in the manifest) and, when
+given an encoder (MuseTalk's VAE), each crop's reference latents.
 
 The folder is written under a hidden temporary name and renamed into place at the end, so a
 reader never sees half an avatar, and a failed or cancelled preparation leaves nothing behind.
@@ -17,14 +19,15 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import av
 import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.base import FPS
+from serve_app.engines.lipsync.neural.crops import CROP_SIZE, crop_boxes, cut_crop
 
 FORMAT = 1
 AVATAR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -41,6 +44,9 @@ BOX_HALF_WIDTH = 0.36
 BOX_ABOVE, BOX_BELOW = 0.20, 0.36
 
 Progress = Callable[[str, float], None]
+# Neural reference latents for a batch of crops: (n, 256, 256, 3) uint8 BGR -> (n, ...) array.
+Encoder = Callable[[np.ndarray], np.ndarray]
+LATENTS_FILE = "neural/musetalk_latents.npy"
 
 
 class AvatarError(Exception):
@@ -64,11 +70,12 @@ def validate_id(avatar_id: object) -> str:
 
 def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str | None = None,
                    max_seconds: float = 20.0, size: int = 512, progress: Progress | None = None,
-                   cancelled: Callable[[], bool] | None = None) -> Path:
+                   cancelled: Callable[[], bool] | None = None, encoder: Encoder | None = None) -> Path:
     """Prepare ``source`` (an image or a video) as avatar ``avatar_id``; returns its folder.
 
-    ``progress(stage, fraction)`` is called for the stages "reading", "detecting" and "writing";
-    ``cancelled()`` is polled between frames and raises AvatarCancelled when it returns True.
+    ``progress(stage, fraction)`` is called for the stages "reading", "detecting", "writing"
+    and, with an ``encoder``, "encoding"; ``cancelled()`` is polled between frames and raises
+    AvatarCancelled when it returns True.
     """
     source, avatars_dir = Path(source), Path(avatars_dir)
     validate_id(avatar_id)
@@ -87,7 +94,7 @@ def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str
     tmp = avatars_dir / f".tmp-{avatar_id}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        _prepare(source, avatar_id, tmp, name or avatar_id, max_seconds, size, report, check)
+        _prepare(source, avatar_id, tmp, name or avatar_id, max_seconds, size, report, check, encoder)
         try:
             os.rename(tmp, final)  # atomic on one filesystem; fails if a non-empty folder is there
         except OSError as e:
@@ -102,7 +109,7 @@ def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str
 
 
 def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: float, size: int,
-             report: Progress, check: Callable[[], None]) -> None:
+             report: Progress, check: Callable[[], None], encoder: Encoder | None) -> None:
     reader = _Reader(source, max_seconds)
 
     # Pass 1: small grey copies of every frame, for the detector.
@@ -158,8 +165,11 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
     mouth = [round(bw / 2), round(BOX_ABOVE * fw), round(MOUTH_HALF_WIDTH * fw)]
     cv2.imwrite(str(out / "mask.png"), mouth_mask(bw, bh))
 
-    # Pass 2: crop, scale and store the frames.
+    # Pass 2: crop, scale and store the frames, and the neural engines' face crops.
     (out / "frames").mkdir()
+    (out / "neural" / "crops").mkdir(parents=True)
+    boxes = crop_boxes(face_boxes, (size, size))
+    crops = []
     for i, (rgb, _) in enumerate(reader.frames()):
         check()
         frame = cv2.resize(rgb[cy0:cy0 + side, cx0:cx0 + side], (size, size),
@@ -169,7 +179,19 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if i == 0:
             cv2.imwrite(str(out / "thumbnail.png"), _thumbnail(bgr, face_boxes[0]))
+        crops.append(cut_crop(bgr, boxes[i]))
+        cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crops[-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         report("writing", (i + 1) / n)
+    neural = {"boxes": boxes.tolist(), "crops": "neural/crops", "crop_size": CROP_SIZE}
+    if encoder is not None:
+        latents = []
+        for start in range(0, n, 16):
+            check()
+            latents.append(encoder(np.stack(crops[start : start + 16])))
+            report("encoding", min(n, start + 16) / n)
+        np.save(out / LATENTS_FILE, np.concatenate(latents))
+        neural["musetalk_latents"] = LATENTS_FILE
 
     manifest = {
         "format": FORMAT,
@@ -188,6 +210,7 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         "mask": "mask.png",
         "thumbnail": "thumbnail.png",
         "voice": None,
+        "neural": neural,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
 

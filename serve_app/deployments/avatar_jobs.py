@@ -6,12 +6,30 @@ from pathlib import Path
 from ray import serve
 
 from serve_app.avatars.jobs import AvatarJobs
+from serve_app.avatars.prepare import Encoder
+
+
+def latent_encoder(backend: str, options: dict) -> Encoder | None:
+    """MuseTalk's reference-latent encoder when that is the lip-sync backend, loaded on the
+    first job (so a replica that never prepares an avatar never loads the model)."""
+    if backend != "musetalk":
+        return None
+    model = []
+
+    def encode(crops):
+        if not model:
+            from serve_app.engines.lipsync.neural.musetalk_engine import load_model
+
+            model.append(load_model(**options))
+        return model[0].encode_reference(crops)
+
+    return encode
 
 
 @serve.deployment(name="AvatarJobs", num_replicas=1)
 class AvatarJobsDeployment:
-    def __init__(self, avatars_dir: Path) -> None:
-        self.jobs = AvatarJobs(avatars_dir)
+    def __init__(self, avatars_dir: Path, lipsync_backend: str = "viseme", lipsync_options: dict | None = None) -> None:
+        self.jobs = AvatarJobs(avatars_dir, latent_encoder(lipsync_backend, lipsync_options or {}))
 
     async def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> dict:
         return self.jobs.start(data, filename, avatar_id, name).public()

@@ -3,6 +3,10 @@
 Avatars are multiplexed: callers pass `multiplexed_model_id=<avatar id>`, so Serve routes a
 session's chunks to a replica that already holds its avatar, and each replica keeps at most
 `max_avatars_per_replica` of them loaded (least recently used are dropped).
+
+Chunks are batched: `@serve.batch` gathers the chunks of all sessions waiting on this replica
+into one engine call (one forward pass for neural engines). Batch size and wait come from the
+deployment's `user_config` (see LipSyncBatching) and can change while the app runs.
 """
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from ray import serve
 
+from serve_app.config import ConfigError, LipSyncBatching
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.viseme_engine import approx_nbytes
@@ -24,6 +30,17 @@ class LipSyncDeployment:
     def __init__(self, backend: str, options: dict, avatars_dir: Path) -> None:
         self.engine = create_lipsync_engine(backend, avatars_dir=avatars_dir, **options)
         self._loaded: dict[str, int] = {}  # avatar id -> bytes, for the cache report
+        self._batching = LipSyncBatching()
+        self._batches: list[int] = []  # sizes of recent batches, for /api/health and tests
+
+    def reconfigure(self, user_config: dict) -> None:
+        try:
+            batching = LipSyncBatching(**(user_config or {}))
+        except ValidationError as exc:
+            raise ConfigError(f"LipSync user_config: {exc}") from None
+        self._render_batch.set_max_batch_size(batching.max_batch_size)
+        self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self._batching = batching
 
     @serve.multiplexed(max_num_models_per_replica=MAX_AVATARS_PER_REPLICA)
     async def _avatar(self, avatar_id: str):
@@ -32,16 +49,30 @@ class LipSyncDeployment:
         return _Slot(avatar, avatar_id, self._loaded)
 
     async def render(self, chunk: LipSyncChunk) -> np.ndarray:
-        slot = await self._avatar(serve.get_multiplexed_model_id() or chunk.avatar_id)
-        # A worker thread keeps the replica's event loop free to accept other sessions' chunks.
-        return await asyncio.to_thread(self.engine.render, chunk, slot.avatar)
+        return await self._render_batch(chunk)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:
+        slots = [await self._avatar(c.avatar_id) for c in chunks]
+        self._batches = (self._batches + [len(chunks)])[-256:]
+        # A worker thread keeps the replica's event loop free to gather the next batch.
+        return await asyncio.to_thread(self.engine.render_batch, chunks, [s.avatar for s in slots])
+
+    def audio_context(self) -> tuple[int, int]:
+        """Frames of audio the engine needs before a chunk and after its last frame."""
+        return self.engine.context_frames, self.engine.lookahead_frames
 
     def avatars(self) -> list[dict]:
         return self.engine.list_avatars()
 
     def cache(self) -> dict:
-        """What this replica holds: avatar id -> approximate bytes, and the bound."""
-        return {"avatars": dict(self._loaded), "max_avatars": MAX_AVATARS_PER_REPLICA}
+        """What this replica holds: avatar id -> approximate bytes, the bound, and batching."""
+        return {
+            "avatars": dict(self._loaded),
+            "max_avatars": MAX_AVATARS_PER_REPLICA,
+            "batching": self._batching.model_dump(),
+            "recent_batch_sizes": list(self._batches[-32:]),
+        }
 
 
 class _Slot:

@@ -1,8 +1,8 @@
 """LLM deployment: hosts one LLM engine and streams reply deltas to session actors."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import AsyncIterator
 
 from ray import serve
 

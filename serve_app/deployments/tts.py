@@ -1,7 +1,7 @@
 """TTS deployment: hosts one TTS engine and streams its chunks to session actors."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from ray import serve
 

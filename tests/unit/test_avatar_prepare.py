@@ -97,8 +97,9 @@ def test_photo_avatar_files_and_face_box(photo_avatar):
     assert (m["format"], m["kind"], m["id"], m["name"]) == (1, "photo", "astro", "Astronaut")
     assert m["size"] == [512, 512] and m["fps"] == 25 and m["n_frames"] == 1
     assert sorted(p.name for p in photo_avatar.iterdir()) == [
-        "frames", "manifest.json", "mask.png", "thumbnail.png"]
+        "frames", "manifest.json", "mask.png", "neural", "thumbnail.png"]
     assert [p.name for p in (photo_avatar / "frames").iterdir()] == ["00000.jpg"]
+    assert [p.name for p in (photo_avatar / "neural" / "crops").iterdir()] == ["00000.jpg"]
     assert cv2.imread(str(photo_avatar / "thumbnail.png")).shape == (128, 128, 3)
 
     # The face box, mapped back through the crop, is the astronaut's face.
@@ -113,6 +114,16 @@ def test_photo_avatar_files_and_face_box(photo_avatar):
     mx0, my0, mx1, my1 = np.array(m["mouth_boxes"][0]) * k + [cx, cy, cx, cy]
     assert mx0 < 205 and mx1 > 240 and my0 < 140 and my1 > 152
     assert mx0 >= FACE[0] - 5 and mx1 <= FACE[2] + 5 and my0 > FACE[1] + 40
+
+    # The neural engines' crop: the face box reaching below the chin, stored at 256x256.
+    nx0, ny0, nx1, ny1 = m["neural"]["boxes"][0]
+    fx0, fy0, fx1, fy1 = m["face_boxes"][0]
+    assert (nx0, ny0, nx1) == (fx0, fy0, fx1) and ny1 > fy1
+    assert m["neural"]["crop_size"] == 256 and "musetalk_latents" not in m["neural"]
+    crop = cv2.imread(str(photo_avatar / "neural" / "crops" / "00000.jpg"))
+    frame = cv2.imread(str(photo_avatar / "frames" / "00000.jpg"))
+    expect = cv2.resize(frame[ny0:ny1, nx0:nx1], (256, 256), interpolation=cv2.INTER_CUBIC)
+    assert crop.shape == (256, 256, 3) and np.abs(crop.astype(int) - expect).mean() < 4
 
     mask = cv2.imread(str(photo_avatar / "mask.png"), cv2.IMREAD_GRAYSCALE)
     bx0, by0, bx1, by1 = m["mouth_boxes"][0]

@@ -266,7 +266,7 @@ def test_registry(engine):
     e = create_lipsync_engine("viseme", avatars_dir=AVATARS)
     assert isinstance(e, VisemeLipSyncEngine)
     assert "default" in [a["id"] for a in e.list_avatars()]
-    with pytest.raises(ValueError, match=r"known engines: \['viseme'\]"):
+    with pytest.raises(ValueError, match=r"known engines: \['musetalk', 'viseme', 'wav2lip'\]"):
         create_lipsync_engine("nope")
 
 

@@ -8,6 +8,8 @@ from .base import LipSyncChunk, LipSyncEngine
 
 _ENGINES = {
     "viseme": ("viseme_engine", "VisemeLipSyncEngine"),
+    "wav2lip": ("neural.wav2lip_engine", "Wav2LipEngine"),  # needs the `neural` extra
+    "musetalk": ("neural.musetalk_engine", "MuseTalkEngine"),
 }
 
 

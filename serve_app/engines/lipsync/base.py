@@ -35,6 +35,14 @@ class LipSyncChunk:
     # first and last chunk of a reply, so speech eases in and out of the idle loop.
     fade_in: int = 0
     fade_out: int = 0
+    # For engines that hear around a frame (neural ones): the reply's 16 kHz audio from reply
+    # sample `segment_offset` on, covering the engine's context before the chunk and its
+    # look-ahead after it; `reply_frame` is the chunk's first frame counted from the reply's
+    # start and `reply_samples` the reply's length once known (its last chunk).
+    segment: np.ndarray | None = None
+    segment_offset: int = 0
+    reply_frame: int = 0
+    reply_samples: int | None = None
 
     @property
     def n_frames(self) -> int:
@@ -42,7 +50,14 @@ class LipSyncChunk:
 
 
 class LipSyncEngine(Protocol):
-    """Every lip-sync backend implements this; backends are chosen by name in config."""
+    """Every lip-sync backend implements this; backends are chosen by name in config.
+
+    ``context_frames`` / ``lookahead_frames``: audio the engine needs before a chunk and after
+    its last frame (0 for engines that map each frame's own audio to a mouth shape).
+    """
+
+    context_frames: int
+    lookahead_frames: int
 
     def frame_size(self, avatar_id: str) -> tuple[int, int]:
         """(width, height) of the frames rendered for this avatar."""
@@ -54,4 +69,9 @@ class LipSyncEngine(Protocol):
 
     def idle_frame(self, avatar_id: str, index: int) -> np.ndarray:
         """The idle frame due at clock frame ``index`` (blinks, slight motion): (H, W, 3)."""
+        ...
+
+    def render_batch(self, chunks: list[LipSyncChunk], avatars: list) -> list[np.ndarray]:
+        """Several sessions' chunks at once (one model call where the engine can batch);
+        ``avatars`` are the loaded avatars, one per chunk."""
         ...

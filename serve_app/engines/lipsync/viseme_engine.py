@@ -39,6 +39,9 @@ class VisemeLipSyncEngine:
     whose folder was replaced (deleted and prepared again) is loaded anew.
     """
 
+    context_frames = 0  # each frame's mouth comes from its own audio (or phoneme timings)
+    lookahead_frames = 0
+
     def __init__(self, avatars_dir: str | Path, max_cached: int = 4):
         self.avatars_dir = Path(avatars_dir)
         self.max_cached = max_cached
@@ -107,9 +110,12 @@ class VisemeLipSyncEngine:
         frames = np.empty((n, h, w, 3), np.uint8)
         for k, v in enumerate(visemes):
             avatar.frame(chunk.first_frame + k, v, out=frames[k])
-        for k, weight in _fade_weights(n, chunk.fade_in, chunk.fade_out):
+        for k, weight in fade_weights(n, chunk.fade_in, chunk.fade_out):
             _blend_mouth(frames[k], avatar, chunk.first_frame + k, weight)
         return frames
+
+    def render_batch(self, chunks: list[LipSyncChunk], avatars: list[Avatar]) -> list[np.ndarray]:
+        return [self.render(c, a) for c, a in zip(chunks, avatars)]
 
     def idle_frame(self, avatar_id: str, index: int) -> np.ndarray:
         return self.avatar(avatar_id).idle_frame(index)
@@ -121,7 +127,7 @@ class VisemeLipSyncEngine:
                       if AVATAR_ID.fullmatch(p.name) and (p / MANIFEST).is_file())
 
 
-def _fade_weights(n: int, fade_in: int, fade_out: int) -> list[tuple[int, float]]:
+def fade_weights(n: int, fade_in: int, fade_out: int) -> list[tuple[int, float]]:
     """(frame, weight of the talking picture) for the frames that crossfade with idle."""
     weights: dict[int, float] = {}
     for k in range(min(fade_in, n)):
@@ -150,6 +156,9 @@ def _version(folder: Path) -> int:
 
 def approx_nbytes(avatar: Avatar) -> int:
     """Memory held by an avatar's arrays and encoded frames (what a cache slot costs)."""
+    own = getattr(avatar, "nbytes", None)  # neural avatars count their crops and latents
+    if own is not None:
+        return own + approx_nbytes(avatar.face)
     total = 0
     for value in vars(avatar).values():
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
