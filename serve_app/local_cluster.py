@@ -53,7 +53,8 @@ def wait_running(names: list[str], timeout_s: float) -> None:
         states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
         if all(s == "RUNNING" for s in states.values()):
             return
-        failed = {n: apps[n].message for n, s in states.items() if s == "DEPLOY_FAILED"}
+        failed = {n: " ".join([apps[n].message] + [d.message for d in apps[n].deployments.values() if d.message])
+                  for n, s in states.items() if s == "DEPLOY_FAILED"}
         if failed:
             raise RuntimeError(f"deployment failed: {failed}")
         if time.monotonic() > deadline:

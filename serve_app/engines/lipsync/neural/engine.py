@@ -81,18 +81,21 @@ class NeuralLipSyncEngine:
         faces = np.concatenate(faces)
         pos = 0
         for i in neural:
-            chunk, avatar = chunks[i], avatars[i]
-            frames = np.empty((chunk.n_frames, avatar.size[1], avatar.size[0], 3), np.uint8)
-            weights = dict(fade_weights(chunk.n_frames, chunk.fade_in, chunk.fade_out))
-            for k in range(chunk.n_frames):
-                _, _, src = refs[pos]
-                frames[k] = avatar.idle_frame(chunk.first_frame + k)
-                rgb = cv2.cvtColor(faces[pos], cv2.COLOR_BGR2RGB)
-                # Where a reply starts or ends, the generated face fades in from the idle one.
-                paste(frames[k], rgb, avatar.boxes[src], avatar.mask * weights.get(k, 1.0))
-                pos += 1
-            out[i] = frames
+            n = chunks[i].n_frames
+            out[i] = self.compose(chunks[i], avatars[i], faces[pos : pos + n], [src for _, _, src in refs[pos : pos + n]])
+            pos += n
         return out
+
+    def compose(self, chunk: LipSyncChunk, avatar: NeuralAvatar, faces: np.ndarray, sources: list[int]) -> np.ndarray:
+        """The chunk's frames: idle frames with the generated faces (BGR crops) blended in."""
+        frames = np.empty((chunk.n_frames, avatar.size[1], avatar.size[0], 3), np.uint8)
+        weights = dict(fade_weights(chunk.n_frames, chunk.fade_in, chunk.fade_out))
+        for k, (face, src) in enumerate(zip(faces, sources)):
+            frames[k] = avatar.idle_frame(chunk.first_frame + k)
+            rgb = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
+            # Where a reply starts or ends, the generated face fades in from the idle one.
+            paste(frames[k], rgb, avatar.boxes[src], avatar.mask * weights.get(k, 1.0))
+        return frames
 
     # --- for subclasses ---------------------------------------------------------------------
     def prepare_avatar(self, avatar: NeuralAvatar) -> None:
