@@ -113,7 +113,7 @@ def model_throughput(engine, batches: list[int], repeats: int) -> dict:
     faces = engine.generate([a] * CHUNK, [0] * CHUNK, feats[0])
     s = timed(lambda: engine.compose(chunk, a, faces, [0] * CHUNK), repeats)
     out["paste_ms_per_frame"] = round(1000 * s / CHUNK, 2)
-    print(f"  paste back into the 512x512 frame: {out['paste_ms_per_frame']} ms per frame", flush=True)
+    print(f"  compose into the 512x512 frame: {out['paste_ms_per_frame']} ms per frame", flush=True)
     return out
 
 

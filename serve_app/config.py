@@ -104,9 +104,17 @@ class LLMSettings(StageSettings):
 class AvatarSettings(_Strict):
     """Bring-your-own-avatar uploads (admin only)."""
 
+    @field_validator("source_dirs")
+    @classmethod
+    def _absolute_dirs(cls, paths: list[Path]) -> list[Path]:
+        return [(p if p.is_absolute() else PROJECT_ROOT / p).resolve() for p in paths]
+
     # Name of the environment variable holding the admin token; unset -> uploads are refused.
     admin_token_env: str = "DH_ADMIN_TOKEN"
     max_upload_mb: float = Field(50, gt=0)
+    # Folders on the server an admin may prepare avatars from by path (POST /api/avatars with
+    # `path` instead of a file); empty: by upload only.
+    source_dirs: list[Path] = Field(default_factory=list)
     jobs: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 

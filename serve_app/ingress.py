@@ -9,10 +9,12 @@ ingress replicas can serve any session. Every session endpoint needs the session
 """
 
 import hmac
+import mimetypes
 import os
 import re
 import shutil
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 import ray
@@ -144,19 +146,28 @@ class Ingress:
     @app.post("/api/avatars", status_code=202)
     async def create_avatar(
         self,
-        file: UploadFile = File(..., description="a photo (PNG/JPEG) or a short video of one face"),
+        file: UploadFile | None = File(None, description="a photo (PNG/JPEG) or a short video of one face"),
         id: str = Form(..., description="the new avatar's id: letters, digits, '-' or '_'"),
         name: str | None = Form(None, description="display name"),
+        path: str | None = Form(None, description="instead of a file: one on the server, inside a "
+                                "folder listed in the profile's avatars.source_dirs"),
         authorization: str | None = Header(None),
     ) -> dict:
-        """Upload an image or video; preparation runs as a job (poll `status_url`)."""
+        """Upload an image or video (or name one on the server); preparation runs as a job
+        (poll `status_url`)."""
         self._require_admin(authorization)
         try:
             avatar_id = validate_id(id)
         except AvatarError as exc:
             raise HTTPException(422, str(exc)) from None
+        if (file is None) == (path is None):
+            raise HTTPException(422, "send either a file or a server-side path, not both or neither")
         if (self._profile.avatars_dir / avatar_id).exists() or await self._jobs.busy_with.remote(avatar_id):
             raise HTTPException(409, f"avatar {avatar_id!r} already exists; delete it first or pick another id")
+        if path is not None:
+            source = self._allowed_source(path)
+            job = await self._jobs.start_path.remote(str(source), avatar_id, name)
+            return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
         kind = (file.content_type or "").split("/")[0]
         if kind not in ("image", "video"):
             raise HTTPException(415, f"expected an image or a video, got {file.content_type or 'no content type'}")
@@ -168,6 +179,22 @@ class Ingress:
             raise HTTPException(422, "the uploaded file is empty")
         job = await self._jobs.start.remote(data, file.filename or "upload", avatar_id, name)
         return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+
+    def _allowed_source(self, path: str) -> Path:
+        """`path` resolved (links followed), if it is a media file inside an allowed folder."""
+        allowed = self._profile.avatars.source_dirs
+        if not allowed:
+            raise HTTPException(403, "preparing from server-side paths is disabled; list the folders "
+                                "to allow in the profile's avatars.source_dirs, or upload the file")
+        source = Path(path).expanduser().resolve()
+        if not any(source.is_relative_to(folder) for folder in allowed):
+            raise HTTPException(403, f"{path} is outside the allowed folders ({', '.join(map(str, allowed))})")
+        if not source.is_file():
+            raise HTTPException(404, f"no file {path} on the server")
+        kind = (mimetypes.guess_type(source.name)[0] or "").split("/")[0]
+        if kind not in ("image", "video"):
+            raise HTTPException(415, f"{source.name} is not an image or a video (by its extension)")
+        return source
 
     @app.get("/api/avatars/jobs/{job_id}")
     async def avatar_job(self, job_id: str, authorization: str | None = Header(None)) -> dict:

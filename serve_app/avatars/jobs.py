@@ -45,16 +45,24 @@ class AvatarJobs:
 
     def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> Job:
         """Queue a preparation of an uploaded image or video (kept in a temp dir until done)."""
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
         upload_dir = Path(tempfile.mkdtemp(prefix="avatar-upload-"))
         source = upload_dir / ("source" + Path(filename).suffix.lower()[:8])
         source.write_bytes(data)
+        return self._enqueue(source, avatar_id, name, owned=True)
+
+    def start_path(self, source: Path, avatar_id: str, name: str | None) -> Job:
+        """Queue a preparation of a file already on the server (the caller checked it is
+        allowed); the file is only read."""
+        return self._enqueue(Path(source), avatar_id, name, owned=False)
+
+    def _enqueue(self, source: Path, avatar_id: str, name: str | None, owned: bool) -> Job:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
         job = Job(uuid.uuid4().hex[:16], avatar_id)
         self._jobs[job.id] = job
         self._cancel[job.id] = threading.Event()
-        self._queue.put_nowait((job, source, name))
+        self._queue.put_nowait((job, source, name, owned))
         self._forget_old()
         return job
 
@@ -72,11 +80,12 @@ class AvatarJobs:
 
     async def _run(self) -> None:
         while True:
-            job, source, name = await self._queue.get()
+            job, source, name, owned = await self._queue.get()
             try:
                 await self._prepare(job, source, name)
             finally:
-                shutil.rmtree(source.parent, ignore_errors=True)
+                if owned:  # an upload's temp dir; a server-side source file is left alone
+                    shutil.rmtree(source.parent, ignore_errors=True)
 
     async def _prepare(self, job: Job, source: Path, name: str | None) -> None:
         stop = self._cancel[job.id]

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.base import FPS
-from serve_app.engines.lipsync.neural.crops import CROP_SIZE, crop_boxes, cut_crop
+from serve_app.engines.lipsync.neural.crops import CROP_SIZE, crop_boxes, cut_crop, lower_face_mask
 
 FORMAT = 1
 AVATAR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -183,7 +183,9 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crops[-1],
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         report("writing", (i + 1) / n)
-    neural = {"boxes": boxes.tolist(), "crops": "neural/crops", "crop_size": CROP_SIZE}
+    # The soft lower-face mask the engines blend their output through (crop coordinates).
+    cv2.imwrite(str(out / "neural" / "mask.png"), np.rint(255 * lower_face_mask(CROP_SIZE)).astype(np.uint8))
+    neural = {"boxes": boxes.tolist(), "crops": "neural/crops", "crop_size": CROP_SIZE, "mask": "neural/mask.png"}
     if encoder is not None:
         latents = []
         for start in range(0, n, 16):

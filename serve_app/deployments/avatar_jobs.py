@@ -34,6 +34,9 @@ class AvatarJobsDeployment:
     async def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> dict:
         return self.jobs.start(data, filename, avatar_id, name).public()
 
+    async def start_path(self, source: str, avatar_id: str, name: str | None) -> dict:
+        return self.jobs.start_path(Path(source), avatar_id, name).public()
+
     def status(self, job_id: str) -> dict | None:
         job = self.jobs.get(job_id)
         return job.public() if job else None

@@ -20,3 +20,17 @@ async def bystander(app_url):
     await session.interrupt()
     yield session
     await session.close()
+
+
+@pytest.fixture(scope="session")
+def degraded_url(app_url) -> str:
+    """tests/fixtures/degraded.yaml beside the main app: ASR and LLM point at a closed port,
+    and avatars may be prepared from a server-side folder."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    run_app(build_app({"profile": "tests/fixtures/degraded.yaml"}), "degraded", "/degraded", timeout_s=120)
+    yield f"{app_url}/degraded"
+    serve.delete("degraded")

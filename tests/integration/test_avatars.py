@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,11 +66,11 @@ async def upload(http, avatar_id: str, content: bytes, content_type: str, header
     )
 
 
-async def finished(http, job_id: str, timeout: float = 120) -> dict:
+async def finished(http, job_id: str, timeout: float = 120, base: str = "") -> dict:
     async def poll():
         stages = set()
         while True:
-            job = (await http.get(f"/api/avatars/jobs/{job_id}", headers=admin())).json()
+            job = (await http.get(f"{base}/api/avatars/jobs/{job_id}", headers=admin())).json()
             stages.add(job["stage"])
             if job["state"] in ("done", "failed", "cancelled"):
                 return {**job, "stages_seen": stages}
@@ -159,6 +160,41 @@ async def test_failed_and_cancelled_preparations_leave_nothing(http, bystander):
     job = await finished(http, job_id)
     assert job["state"] == "cancelled", job
     assert not any(leftovers(name) for name in (no_face, not_media, cancelled))
+
+
+async def test_server_side_paths_only_from_allowed_folders(http, degraded_url, bystander, tmp_path):
+    """The main profile allows no server-side paths; the degraded one allows one folder."""
+    sources = Path("/tmp/dh-test-avatar-sources")
+    sources.mkdir(exist_ok=True)
+    photo = sources / "astronaut.png"
+    photo.write_bytes(png(skdata.astronaut()))
+    (sources / "notes.txt").write_text("not media")
+    outside = tmp_path / "astronaut.png"
+    outside.write_bytes(photo.read_bytes())
+
+    async def by_path(base: str, avatar_id: str, path: str):
+        return await http.post(f"{base}/api/avatars", data={"id": avatar_id, "path": path}, headers=admin())
+
+    disabled = await by_path("", "served-a", str(photo))
+    assert disabled.status_code == 403 and "source_dirs" in disabled.json()["detail"]
+    base = degraded_url.removeprefix(str(http.base_url).rstrip("/"))
+    assert (await by_path(base, "served-b", str(outside))).status_code == 403
+    assert (await by_path(base, "served-b", str(sources / ".." / outside.name))).status_code in (403, 404)
+    assert (await by_path(base, "served-b", str(sources / "missing.png"))).status_code == 404
+    assert (await by_path(base, "served-b", str(sources / "notes.txt"))).status_code == 415
+    both = await http.post(f"{base}/api/avatars", data={"id": "served-b", "path": str(photo)},
+                           files={"file": ("a.png", png(skdata.astronaut()), "image/png")}, headers=admin())
+    assert both.status_code == 422
+
+    avatar_id = f"served-{uuid.uuid4().hex[:6]}"
+    response = await by_path(base, avatar_id, str(photo))
+    assert response.status_code == 202, response.text
+    job = await finished(http, response.json()["job_id"], base=base)
+    assert job["state"] == "done", job
+    assert photo.is_file()  # the server's file is read, never moved or deleted
+    listed = (await http.get("/api/avatars")).json()["avatars"]
+    assert any(a["id"] == avatar_id and a["kind"] == "photo" for a in listed)
+    assert (await http.delete(f"/api/avatars/{avatar_id}", headers=admin())).status_code == 204
 
 
 async def test_serving_went_on_during_uploads(bystander):

@@ -143,19 +143,6 @@ async def test_typed_question_is_answered_by_the_llm(app_url):
         await session.close()
 
 
-@pytest.fixture(scope="module")
-def degraded_url(app_url) -> str:
-    """The same app with ASR and LLM pointing at a closed port, beside the main one."""
-    from ray import serve
-
-    from serve_app.app import build_app
-    from serve_app.local_cluster import run_app
-
-    run_app(build_app({"profile": "tests/fixtures/degraded.yaml"}), "degraded", "/degraded", timeout_s=120)
-    yield f"{app_url}/degraded"
-    serve.delete("degraded")
-
-
 async def test_dead_llm_gives_error_event_and_spoken_apology(degraded_url):
     session = await AvatarSession(degraded_url).start()
     try:

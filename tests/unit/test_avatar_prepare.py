@@ -100,6 +100,8 @@ def test_photo_avatar_files_and_face_box(photo_avatar):
         "frames", "manifest.json", "mask.png", "neural", "thumbnail.png"]
     assert [p.name for p in (photo_avatar / "frames").iterdir()] == ["00000.jpg"]
     assert [p.name for p in (photo_avatar / "neural" / "crops").iterdir()] == ["00000.jpg"]
+    neural_mask = cv2.imread(str(photo_avatar / "neural" / "mask.png"), cv2.IMREAD_GRAYSCALE)
+    assert neural_mask.shape == (256, 256) and neural_mask[:120].max() == 0 and neural_mask[200, 128] == 255
     assert cv2.imread(str(photo_avatar / "thumbnail.png")).shape == (128, 128, 3)
 
     # The face box, mapped back through the crop, is the astronaut's face.

@@ -46,7 +46,10 @@ class NeuralAvatar:
         size = crop_size
         self.crops = np.stack([c if c.shape[0] == size else
                                cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
-        self.mask = lower_face_mask(size)
+        stored_mask = self.face.folder / str(neural.get("mask", "neural/mask.png"))
+        mask = cv2.imread(str(stored_mask), cv2.IMREAD_GRAYSCALE) if stored_mask.is_file() else None
+        self.mask = (cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+                     if mask is not None else lower_face_mask(size))
         self.extra: dict[str, np.ndarray] = {}  # engine-specific (MuseTalk latents)
         self.neural_manifest = neural
 
