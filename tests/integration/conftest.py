@@ -25,11 +25,25 @@ async def bystander(app_url):
 @pytest.fixture(scope="session")
 def degraded_url(app_url) -> str:
     """tests/fixtures/degraded.yaml beside the main app: ASR and LLM point at a closed port,
-    and avatars may be prepared from a server-side folder."""
+    avatars may be prepared from a server-side folder, and lip-sync is Wav2Lip (random
+    weights saved in the official layout, with trained-looking batch-norm statistics)."""
+    from pathlib import Path
+
+    import torch
     from ray import serve
 
     from serve_app.app import build_app
+    from serve_app.engines.lipsync.neural.wav2lip import Wav2Lip, save_official_checkpoint
     from serve_app.local_cluster import run_app
+
+    torch.manual_seed(0)
+    model = Wav2Lip("96")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    Path("/tmp/dh-test-models").mkdir(exist_ok=True)
+    save_official_checkpoint(model, Path("/tmp/dh-test-models/wav2lip.pth"))
 
     run_app(build_app({"profile": "tests/fixtures/degraded.yaml"}), "degraded", "/degraded", timeout_s=120)
     yield f"{app_url}/degraded"
