@@ -14,14 +14,13 @@ import pytest
 import torch
 from skimage import data
 
-from actors.media import AUDIO_PER_UNIT
-from actors.reply_audio import ReplyAudio
 from serve_app.avatars import prepare_avatar
 from serve_app.deployments.avatar_jobs import latent_encoder
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
 from serve_app.engines.lipsync.neural.musetalk import write_random_weights
 from serve_app.engines.lipsync.neural.weights import WeightsError
+from tests.unit.neural_support import stream_reply
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -92,17 +91,7 @@ def test_one_batched_call_equals_separate_calls(engine):
 
 def test_a_streamed_reply_renders_with_context_and_lookahead(engine):
     assert (engine.context_frames, engine.lookahead_frames) == (10, 4)
-    audio48 = np.repeat(speech(17), 3)
-    reply = ReplyAudio(engine.context_frames, engine.lookahead_frames)
-    parts = []
-    for start in range(0, 17, 5):
-        reply.add(audio48[start * AUDIO_PER_UNIT : (start + 5) * AUDIO_PER_UNIT])
-        parts += reply.ready()
-    reply.finish()
-    parts += reply.ready()
-    chunks = [LipSyncChunk("astro", first_frame=p.first, audio=p.audio16, segment=p.segment,
-                           segment_offset=p.segment_offset, reply_frame=p.first, reply_samples=p.total)
-              for p in parts]
+    _, chunks = stream_reply(engine, np.repeat(speech(17), 3), "astro")
     frames = engine.render_batch(chunks, [engine.load("astro")] * len(chunks))
     assert [len(f) for f in frames] == [5, 5, 5, 2]
 

@@ -13,14 +13,13 @@ import pytest
 import torch
 from skimage import data
 
-from actors.media import AUDIO_PER_UNIT
-from actors.reply_audio import ReplyAudio
 from serve_app.avatars import prepare_avatar
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
 from serve_app.engines.lipsync.neural.avatar import NeuralAvatar
 from serve_app.engines.lipsync.neural.wav2lip import Wav2Lip, save_official_checkpoint
 from serve_app.engines.lipsync.neural.weights import WeightsError
+from tests.unit.neural_support import stream_reply
 
 REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
@@ -93,17 +92,9 @@ def test_streamed_reply_equals_the_reply_rendered_whole(engine):
     """What the session does: ReplyAudio cuts the reply into 5-frame chunks and sends each
     with the context and look-ahead the engine asked for."""
     audio48 = np.repeat(speech(23), 3) * 0.9  # a 48 kHz stand-in for the TTS output
-    reply = ReplyAudio(engine.context_frames, engine.lookahead_frames)
-    parts = []
-    for start in range(0, 23, 5):
-        reply.add(audio48[start * AUDIO_PER_UNIT : (start + 5) * AUDIO_PER_UNIT])
-        parts += reply.ready()
-    reply.finish()
-    parts += reply.ready()
+    parts, chunks = stream_reply(engine, audio48, "astro", clock_frame=100)
     assert [p.first for p in parts] == [0, 5, 10, 15, 20] and parts[-1].last
-    streamed = np.concatenate([engine.render(LipSyncChunk(
-        "astro", first_frame=100 + p.first, audio=p.audio16, segment=p.segment,
-        segment_offset=p.segment_offset, reply_frame=p.first, reply_samples=p.total)) for p in parts])
+    streamed = np.concatenate([engine.render(c) for c in chunks])
     whole16 = np.concatenate([p.audio16 for p in parts])
     whole = engine.render(LipSyncChunk("astro", first_frame=100, audio=whole16))
     assert streamed.shape == whole.shape == (23, 512, 512, 3)

@@ -1,0 +1,26 @@
+"""Shared by the neural engine tests: a reply cut into chunks exactly as a session does it."""
+from __future__ import annotations
+
+import numpy as np
+
+from actors.media import AUDIO_PER_UNIT
+from actors.reply_audio import ReplyAudio, ReplyChunk
+from serve_app.engines.lipsync.base import LipSyncChunk
+
+
+def stream_reply(engine, audio48: np.ndarray, avatar_id: str, clock_frame: int = 0,
+                 block: int = 5) -> tuple[list[ReplyChunk], list[LipSyncChunk]]:
+    """ReplyAudio with the engine's context and look-ahead, fed `block` frames at a time, then
+    finished; the chunks it released and the LipSync chunks a Turn would send for them."""
+    reply = ReplyAudio(engine.context_frames, engine.lookahead_frames)
+    parts = []
+    frames = len(audio48) // AUDIO_PER_UNIT
+    for start in range(0, frames, block):
+        reply.add(audio48[start * AUDIO_PER_UNIT : (start + block) * AUDIO_PER_UNIT])
+        parts += reply.ready()
+    reply.finish()
+    parts += reply.ready()
+    chunks = [LipSyncChunk(avatar_id, first_frame=clock_frame + p.first, audio=p.audio16, segment=p.segment,
+                           segment_offset=p.segment_offset, reply_frame=p.first, reply_samples=p.total)
+              for p in parts]
+    return parts, chunks
