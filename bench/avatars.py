@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import loadavg, print_machine, server  # noqa: E402
+from sessions import loadavg, print_machine, server, write_results  # noqa: E402
 
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
 
@@ -418,9 +418,7 @@ def main() -> None:
     summarize(report)
     print(f"\nload average: before {load_before}, measuring started at {load_start}, "
           f"after {report['load_after']}")
-    out = ROOT / "bench" / "results" / f"avatars-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str))
+    out = write_results("avatars", report)
     print(f"wrote {out.relative_to(ROOT)}")
 
 

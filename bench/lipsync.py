@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -35,9 +34,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import print_machine  # noqa: E402
+from sessions import print_machine, write_results  # noqa: E402
 
-from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk  # noqa: E402
 
 CHUNK = 5  # frames per chunk, as the profiles send
@@ -230,9 +228,7 @@ def main() -> None:
             del engine
             if gpu:
                 torch.cuda.empty_cache()
-    out = ROOT / "bench" / "results" / f"lipsync-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out = write_results("lipsync", report)
     print(f"\nwrote {out}")
 
 

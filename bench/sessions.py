@@ -69,6 +69,14 @@ def print_machine() -> tuple[dict, list[float]]:
     return machine, load
 
 
+def write_results(name: str, report: dict) -> Path:
+    """bench/results/<name>-<timestamp>.json (git-ignored); returns the path."""
+    out = ROOT / "bench" / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    return out
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -539,9 +547,7 @@ def main() -> None:
         report = asyncio.run(main_async(url, args, meter, ActorStats(ray_ok)))
     report.update({"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
                    "load_end": loadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    out = ROOT / "bench" / "results" / f"sessions-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out = write_results("sessions", report)
     print(f"\nload average at end: {loadavg()}\nwrote {out.relative_to(ROOT)}")
 
 

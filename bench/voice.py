@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +33,18 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import ActorStats, CpuMeter, loadavg, med, pct, print_machine, r, server, wait_health  # noqa: E402
+from sessions import (  # noqa: E402
+    ActorStats,
+    CpuMeter,
+    loadavg,
+    med,
+    pct,
+    print_machine,
+    r,
+    server,
+    wait_health,
+    write_results,
+)
 
 from serve_app.client import MIC_PACKET, MIC_RATE, AvatarSession, MicTrack  # noqa: E402
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
@@ -642,9 +652,7 @@ def main() -> None:
     print(f"\nload average: before {load_before}, measuring started at {load_start}, after {load_after}")
     if changed:
         print(f"WARNING: server sources or configs changed during the run, the numbers may mix versions: {changed}")
-    out = ROOT / "bench" / "results" / f"voice-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out = write_results("voice", report)
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     encoder = None
     if args.musetalk_models:
-        from serve_app.deployments.avatar_jobs import latent_encoder
+        from serve_app.avatars.jobs import latent_encoder
 
         encoder = latent_encoder("musetalk", {"models_dir": args.musetalk_models})
     try:

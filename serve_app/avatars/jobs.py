@@ -34,6 +34,23 @@ class Job:
         return asdict(self)
 
 
+def latent_encoder(backend: str, options: dict) -> Encoder | None:
+    """MuseTalk's reference-latent encoder when that is the lip-sync backend, loaded on the
+    first job (so a replica that never prepares an avatar never loads the model)."""
+    if backend != "musetalk":
+        return None
+    model = []
+
+    def encode(crops):
+        if not model:
+            from serve_app.engines.lipsync.neural.musetalk_engine import load_model
+
+            model.append(load_model(**options))
+        return model[0].encode_reference(crops)
+
+    return encode
+
+
 class AvatarJobs:
     def __init__(self, avatars_dir: Path, encoder: Encoder | None = None) -> None:
         self.avatars_dir = Path(avatars_dir)

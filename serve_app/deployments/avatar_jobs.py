@@ -5,25 +5,7 @@ from pathlib import Path
 
 from ray import serve
 
-from serve_app.avatars.jobs import AvatarJobs
-from serve_app.avatars.prepare import Encoder
-
-
-def latent_encoder(backend: str, options: dict) -> Encoder | None:
-    """MuseTalk's reference-latent encoder when that is the lip-sync backend, loaded on the
-    first job (so a replica that never prepares an avatar never loads the model)."""
-    if backend != "musetalk":
-        return None
-    model = []
-
-    def encode(crops):
-        if not model:
-            from serve_app.engines.lipsync.neural.musetalk_engine import load_model
-
-            model.append(load_model(**options))
-        return model[0].encode_reference(crops)
-
-    return encode
+from serve_app.avatars.jobs import AvatarJobs, latent_encoder
 
 
 @serve.deployment(name="AvatarJobs", num_replicas=1)

@@ -11,6 +11,7 @@ deployment's `user_config` (see LipSyncBatching) and can change while the app ru
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ class LipSyncDeployment:
         self.engine = create_lipsync_engine(backend, avatars_dir=avatars_dir, **options)
         self._loaded: dict[str, int] = {}  # avatar id -> bytes, for the cache report
         self._batching = LipSyncBatching()
-        self._batches: list[int] = []  # sizes of recent batches, for /api/health and tests
+        self._batches: deque[int] = deque(maxlen=256)  # recent batch sizes, for /api/health and tests
 
     def reconfigure(self, user_config: dict) -> None:
         try:
@@ -54,7 +55,7 @@ class LipSyncDeployment:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:
         slots = [await self._avatar(c.avatar_id) for c in chunks]
-        self._batches = (self._batches + [len(chunks)])[-256:]
+        self._batches.append(len(chunks))
         # A worker thread keeps the replica's event loop free to gather the next batch.
         return await asyncio.to_thread(self.engine.render_batch, chunks, [s.avatar for s in slots])
 
@@ -71,7 +72,7 @@ class LipSyncDeployment:
             "avatars": dict(self._loaded),
             "max_avatars": MAX_AVATARS_PER_REPLICA,
             "batching": self._batching.model_dump(),
-            "recent_batch_sizes": list(self._batches[-32:]),
+            "recent_batch_sizes": list(self._batches)[-32:],
         }
 
 

@@ -2,9 +2,11 @@
 (through Playwright, never a browser download), and small helpers over the page's `window.dh`."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -82,6 +84,21 @@ async def open_app(page, app_url: str) -> tuple[list[str], int]:
         "() => [...document.querySelectorAll('#avatar-select option')].some((o) => o.value === 'default')"
     )
     return page_errors, sessions_before
+
+
+async def stop_and_check_clean(page, app_url: str, sessions_before: int, page_errors: list[str]) -> None:
+    """Click Stop: the page goes idle, the server's session count returns to what it was, and
+    neither the page nor its log reported an error."""
+    await page.click("#stop")
+    await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'idle'")
+    assert await page.evaluate("window.dh.pc") is None
+    deadline = time.monotonic() + 20
+    while (active := await sessions_active(app_url)) != sessions_before:
+        assert time.monotonic() < deadline, f"sessions {active}, was {sessions_before} before the test"
+        await asyncio.sleep(0.2)
+    assert page_errors == []
+    logged_errors = await page.locator("#log .log-error").all_text_contents()
+    assert logged_errors == [], logged_errors
 
 
 async def inbound(page) -> dict:

@@ -8,7 +8,6 @@ streamed answer as the assistant's line -> the avatar speaks it (audio energy ri
 relative to the end of speech -> push-to-talk mode via the Space bar -> Stop ends the session."""
 from __future__ import annotations
 
-import asyncio
 import time
 import wave
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.browser.support import (
     inbound,
     launch_page,
     open_app,
-    sessions_active,
+    stop_and_check_clean,
     wait_event,
     wait_media_time,
 )
@@ -219,17 +218,8 @@ async def test_spoken_question_in_the_browser(app_url, voice_page):
     assert await page.evaluate("window.dh.events.filter((e) => e.type === 'user_transcript').length") == 1
 
     # Stop: idle in the page, and the server's session count is back where it was.
-    await page.click("#stop")
-    await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'idle'")
-    assert await page.evaluate("window.dh.pc") is None
+    await stop_and_check_clean(page, app_url, sessions_before, page_errors)
     assert await page.evaluate("window.dh.micEnabled") is False
-    deadline = time.monotonic() + 20
-    while (active := await sessions_active(app_url)) != sessions_before:
-        assert time.monotonic() < deadline, f"sessions {active}, was {sessions_before} before the test"
-        await asyncio.sleep(0.2)
-    assert page_errors == []
-    logged_errors = await page.locator("#log .log-error").all_text_contents()
-    assert logged_errors == [], logged_errors
 
 
 async def test_without_a_microphone_the_page_receives_only(app_url, browser_page):

@@ -5,9 +5,7 @@ Start -> connected -> the <video> plays at ~25 fps -> Send speaks (audio energy 
 Interrupt stops a long turn -> Stop ends the session on the server."""
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from tests.browser.support import (
     inbound,
     open_app,
-    sessions_active,
+    stop_and_check_clean,
     wait_event,
     wait_media_time,
 )
@@ -160,13 +158,4 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     assert await page.evaluate("window.dh.events.filter((e) => e.type === 'error')") == []
 
     # Stop: idle in the page, and the server's session count is back where it was.
-    await page.click("#stop")
-    await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'idle'")
-    assert await page.evaluate("window.dh.pc") is None
-    deadline = time.monotonic() + 20
-    while (active := await sessions_active(app_url)) != sessions_before:
-        assert time.monotonic() < deadline, f"sessions {active}, was {sessions_before} before the test"
-        await asyncio.sleep(0.2)
-    assert page_errors == []
-    logged_errors = await page.locator("#log .log-error").all_text_contents()
-    assert logged_errors == [], logged_errors
+    await stop_and_check_clean(page, app_url, sessions_before, page_errors)

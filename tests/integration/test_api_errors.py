@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.client import ApiError, AvatarSession
+from tests.integration.support import assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.integration
 
@@ -119,9 +120,5 @@ async def test_session_cap_answers_503_with_retry_after(app_url, http, bystander
 
 async def test_bystander_kept_streaming_and_still_speaks(bystander):
     """Runs last in this module: everything above happened while this session streamed."""
-    before = len(bystander.received.video)
-    await bystander.wait_until(lambda r: len(r.video) >= before + 25)
-    turn_id = await bystander.say("Still here.")
-    end = await bystander.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
-    assert end["interrupted"] is False
+    await assert_still_streams_and_speaks(bystander, "Still here.")
     assert not [e for e in bystander.received.events if e["type"] == "error"]

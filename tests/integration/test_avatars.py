@@ -2,9 +2,7 @@
 bad uploads get clear errors and leave nothing on disk; serving goes on throughout."""
 from __future__ import annotations
 
-import asyncio
 import io
-import os
 import uuid
 from pathlib import Path
 
@@ -14,18 +12,11 @@ from skimage import data as skdata
 
 from serve_app.client import AvatarSession
 from serve_app.config import PROJECT_ROOT
+from tests.integration.support import admin, assert_still_streams_and_speaks, finished, png, upload
 
 pytestmark = pytest.mark.integration
 
 AVATARS = PROJECT_ROOT / "avatars"
-
-
-def png(image: np.ndarray) -> bytes:
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", image[:, :, ::-1])
-    assert ok
-    return encoded.tobytes()
 
 
 def mp4(image: np.ndarray, seconds: float) -> bytes:
@@ -49,34 +40,8 @@ def mp4(image: np.ndarray, seconds: float) -> bytes:
     return out.getvalue()
 
 
-def admin() -> dict:
-    return {"Authorization": f"Bearer {os.environ['DH_ADMIN_TOKEN']}"}
-
-
 def leftovers(avatar_id: str) -> list[str]:
     return [p.name for p in AVATARS.iterdir() if avatar_id in p.name or p.name.startswith(".tmp")]
-
-
-async def upload(http, avatar_id: str, content: bytes, content_type: str, headers=None):
-    return await http.post(
-        "/api/avatars",
-        files={"file": (f"source.{content_type.split('/')[1]}", content, content_type)},
-        data={"id": avatar_id, "name": avatar_id.title()},
-        headers=admin() if headers is None else headers,
-    )
-
-
-async def finished(http, job_id: str, timeout: float = 120, base: str = "") -> dict:
-    async def poll():
-        stages = set()
-        while True:
-            job = (await http.get(f"{base}/api/avatars/jobs/{job_id}", headers=admin())).json()
-            stages.add(job["stage"])
-            if job["state"] in ("done", "failed", "cancelled"):
-                return {**job, "stages_seen": stages}
-            await asyncio.sleep(0.2)
-
-    return await asyncio.wait_for(poll(), timeout)
 
 
 async def test_photo_upload_becomes_a_talking_avatar(app_url, http, bystander):
@@ -198,8 +163,4 @@ async def test_server_side_paths_only_from_allowed_folders(http, degraded_url, b
 
 
 async def test_serving_went_on_during_uploads(bystander):
-    before = len(bystander.received.video)
-    await bystander.wait_until(lambda r: len(r.video) >= before + 25)
-    turn_id = await bystander.say("Still streaming.")
-    end = await bystander.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
-    assert end["interrupted"] is False
+    await assert_still_streams_and_speaks(bystander, "Still streaming.")

@@ -13,7 +13,7 @@ from skimage import data as skdata
 
 from serve_app.client import AvatarSession
 from serve_app.config import PROJECT_ROOT
-from tests.integration.test_avatars import admin, finished, png, upload
+from tests.integration.support import admin, finished, png, upload
 
 pytestmark = pytest.mark.integration
 

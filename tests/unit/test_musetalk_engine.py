@@ -15,7 +15,7 @@ import torch
 from skimage import data
 
 from serve_app.avatars import prepare_avatar
-from serve_app.deployments.avatar_jobs import latent_encoder
+from serve_app.avatars.jobs import latent_encoder
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
 from serve_app.engines.lipsync.neural.musetalk import write_random_weights

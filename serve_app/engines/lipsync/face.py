@@ -9,7 +9,6 @@ idle frames of the same index differ only inside ``mouth_box(index)``.
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.base import FPS, VISEMES
+from serve_app.engines.lipsync.sprite import MANIFEST, read_manifest
 
-MANIFEST = "manifest.json"
 # Per viseme: (openness 0..1, mouth width factor). X and A are the closed rest mouth.
 SHAPES = {"A": (0.0, 1.0), "B": (0.25, 1.05), "C": (0.55, 1.0), "D": (1.0, 1.02),
           "E": (0.5, 0.92), "F": (0.4, 0.72), "G": (0.15, 1.0), "H": (0.3, 0.95),
@@ -48,23 +47,9 @@ class FaceAvatar:
         self.folder = Path(folder)
         self.id = self.folder.name
         self._manifest_path = self.folder / MANIFEST
-        if not self._manifest_path.is_file():
-            raise ValueError(f"{self._manifest_path}: file not found")
-        try:
-            m = json.loads(self._manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{self._manifest_path}: not valid JSON ({e})") from None
-        if not isinstance(m, dict):
-            self._fail("must hold a JSON object")
-        if m.get("format") != 1:
-            self._fail(f"'format' must be 1, got {m.get('format')!r}")
-        if m.get("kind") not in ("photo", "video"):
-            self._fail(f"'kind' must be \"photo\" or \"video\", got {m.get('kind')!r}")
+        m = read_manifest(self.folder, ("photo", "video"))
+        self.manifest = m  # neural engines read their entries from it
         self.kind = m["kind"]
-        if m.get("id", self.id) != self.id:
-            self._fail(f"'id' is {m['id']!r} but the folder is named {self.id!r}; make them match")
-        if m.get("fps", FPS) != FPS:
-            self._fail(f"'fps' must be {FPS}, got {m['fps']!r}")
         self.name = str(m.get("name", self.id))
         self.voice = m.get("voice")
         try:

@@ -57,30 +57,42 @@ class Idle:
     blink_every_s: tuple[float, float]
 
 
+def read_manifest(folder: Path, kinds: tuple[str, ...]) -> dict:
+    """An avatar folder's manifest.json with the fields every kind shares checked (format,
+    kind, id, fps); a problem raises ValueError naming the file."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+    def fail(problem: str) -> NoReturn:
+        raise ValueError(f"{path}: {problem}")
+
+    if not isinstance(m, dict):
+        fail("must hold a JSON object")
+    if m.get("format") != 1:
+        fail(f"'format' must be 1, got {m.get('format')!r}")
+    if m.get("kind") not in kinds:
+        expected = " or ".join(f'"{k}"' for k in kinds)
+        fail(f"'kind' must be {expected}, got {m.get('kind')!r}")
+    if m.get("id", folder.name) != folder.name:
+        fail(f"'id' is {m['id']!r} but the folder is named {folder.name!r}; make them match")
+    if m.get("fps", FPS) != FPS:
+        fail(f"'fps' must be {FPS}, got {m['fps']!r}")
+    return m
+
+
 class SpriteAvatar:
     """A sprite avatar loaded from its folder; renders frames for any clock index."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.id = self.folder.name
-        manifest_path = self.folder / MANIFEST
-        if not manifest_path.is_file():
-            raise ValueError(f"{manifest_path}: file not found")
-        try:
-            m = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{manifest_path}: not valid JSON ({e})") from None
-        self._manifest_path = manifest_path
-        if not isinstance(m, dict):
-            self._fail("must hold a JSON object")
-        if m.get("format") != 1:
-            self._fail(f"'format' must be 1, got {m.get('format')!r}")
-        if m.get("kind") != "sprite":
-            self._fail(f"'kind' must be \"sprite\", got {m.get('kind')!r}")
-        if m.get("id", self.id) != self.id:
-            self._fail(f"'id' is {m['id']!r} but the folder is named {self.id!r}; make them match")
-        if m.get("fps", FPS) != FPS:
-            self._fail(f"'fps' must be {FPS}, got {m['fps']!r}")
+        self._manifest_path = self.folder / MANIFEST
+        m = read_manifest(self.folder, ("sprite",))
         self.name = str(m.get("name", self.id))
         self.voice = m.get("voice")
 

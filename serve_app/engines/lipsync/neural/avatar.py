@@ -5,14 +5,14 @@ Preparation stores crops and boxes under the avatar's "neural" manifest entry; a
 prepared before that (or by hand) gets them computed from its face boxes when loaded."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from serve_app.engines.lipsync.face import MANIFEST, FaceAvatar
+from serve_app.engines.lipsync.face import FaceAvatar
+from serve_app.engines.lipsync.sprite import MANIFEST
 from serve_app.engines.lipsync.neural.crops import crop_boxes, cut_crop, lower_face_mask
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class NeuralAvatar:
         self.face = FaceAvatar(folder)
         self.id, self.name, self.kind, self.size = self.face.id, self.face.name, self.face.kind, self.face.size
         self.thumbnail_path = self.face.thumbnail_path
-        manifest = json.loads((self.face.folder / MANIFEST).read_text())
+        manifest = self.face.manifest
         neural = manifest.get("neural") or {}
         n = self.face.n_frames
         if "boxes" in neural:

@@ -62,27 +62,25 @@ class NeuralLipSyncEngine:
     def render_batch(self, chunks: list[LipSyncChunk], avatars: list) -> list[np.ndarray]:
         """All neural chunks' frames go through the model together, `max_batch_frames` at a
         time, whichever session and avatar they belong to."""
-        out: list[np.ndarray | None] = [None] * len(chunks)
-        neural = [i for i, a in enumerate(avatars) if isinstance(a, NeuralAvatar)]
-        for i, (chunk, avatar) in enumerate(zip(chunks, avatars)):
-            if i not in neural:
-                out[i] = self._viseme.render(chunk, avatar)
+        out = [None if isinstance(a, NeuralAvatar) else self._viseme.render(c, a)
+               for c, a in zip(chunks, avatars)]
+        neural = [i for i, frames in enumerate(out) if frames is None]
         if not neural:
             return out
-        feats = self.features([chunks[i] for i in neural])
-        refs = [(i, k, avatars[i].source_index(chunks[i].first_frame + k))
-                for i in neural for k in range(chunks[i].n_frames)]
-        flat = np.concatenate(feats) if len(feats) > 1 else feats[0]
+        feats = np.concatenate(self.features([chunks[i] for i in neural]))
+        # One row per frame of every neural chunk: its avatar and the stored frame it shows.
+        sources = {i: [avatars[i].source_index(chunks[i].first_frame + k) for k in range(chunks[i].n_frames)]
+                   for i in neural}
+        rows = [(avatars[i], src) for i in neural for src in sources[i]]
         faces = []
-        for s in range(0, len(refs), self.max_batch_frames):
-            part = refs[s : s + self.max_batch_frames]
-            faces.append(self.generate([avatars[i] for i, _, _ in part], [src for _, _, src in part],
-                                       flat[s : s + len(part)]))
+        for s in range(0, len(rows), self.max_batch_frames):
+            part = rows[s : s + self.max_batch_frames]
+            faces.append(self.generate([a for a, _ in part], [src for _, src in part], feats[s : s + len(part)]))
         faces = np.concatenate(faces)
         pos = 0
         for i in neural:
             n = chunks[i].n_frames
-            out[i] = self.compose(chunks[i], avatars[i], faces[pos : pos + n], [src for _, _, src in refs[pos : pos + n]])
+            out[i] = self.compose(chunks[i], avatars[i], faces[pos : pos + n], sources[i])
             pos += n
         return out
 

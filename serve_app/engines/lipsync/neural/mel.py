@@ -113,6 +113,16 @@ def _window_starts(first_frame: int, n_frames: int, fps: int, n_cols: int | None
     return starts
 
 
+def _column_range(first_frame: int, n_frames: int, fps: int,
+                  total_samples: int | None) -> tuple[np.ndarray, int, int]:
+    """(window starts, c0, c1): the frames' window starts and the mel columns [c0, c1) they read."""
+    n_cols = None if total_samples is None else n_columns(total_samples)
+    starts = _window_starts(first_frame, n_frames, fps, n_cols)
+    c0 = max(int(starts.min()), 0)
+    c1 = int(starts.max()) + MEL_STEP
+    return starts, c0, (c1 if n_cols is None else min(c1, n_cols))
+
+
 def _source_index(idx: np.ndarray, total: int | None) -> np.ndarray:
     """Map global sample positions (may lie outside the reply) to the reply sample whose value the
     centre-padded signal holds there: reflect about sample 0 and, when the length is known, about
@@ -154,12 +164,7 @@ def required_span(first_frame: int, n_frames: int, fps: int = 25, *,
     taken into account and ``end <= total_samples``."""
     if n_frames <= 0:
         return 0, 0
-    n_cols = None if total_samples is None else n_columns(total_samples)
-    starts = _window_starts(first_frame, n_frames, fps, n_cols)
-    c0 = max(int(starts.min()), 0)
-    c1 = int(starts.max()) + MEL_STEP
-    if n_cols is not None:
-        c1 = min(c1, n_cols)
+    _, c0, c1 = _column_range(first_frame, n_frames, fps, total_samples)
     return _raw_span(*_needed(c0, c1, total_samples))
 
 
@@ -252,12 +257,7 @@ def mel_windows(segment: np.ndarray, *, offset: int, first_frame: int, n_frames:
                          f"({total_samples} samples)")
     if n_frames <= 0:
         return np.zeros((0, N_MELS, MEL_STEP), dtype=np.float32)
-    n_cols = None if total_samples is None else n_columns(total_samples)
-    starts = _window_starts(first_frame, n_frames, fps, n_cols)
-    c0 = max(int(starts.min()), 0)
-    c1 = int(starts.max()) + MEL_STEP
-    if n_cols is not None:
-        c1 = min(c1, n_cols)
+    starts, c0, c1 = _column_range(first_frame, n_frames, fps, total_samples)
     lo, hi = _needed(c0, c1, total_samples)
     y_start = offset if offset == 0 else offset + 1
     if hi > lo and (lo < y_start or hi > seg_end):
