@@ -17,7 +17,7 @@ from typing import NoReturn
 import cv2
 import numpy as np
 
-from serve_app.engines.lipsync.base import FPS, VISEMES
+from serve_app.engines.lipsync.base import VISEMES
 from serve_app.engines.lipsync.sprite import MANIFEST, read_manifest
 
 # Per viseme: (openness 0..1, mouth width factor). X and A are the closed rest mouth.

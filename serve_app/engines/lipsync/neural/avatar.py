@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.face import FaceAvatar
-from serve_app.engines.lipsync.sprite import MANIFEST
 from serve_app.engines.lipsync.neural.crops import crop_boxes, cut_crop, lower_face_mask
+from serve_app.engines.lipsync.sprite import MANIFEST
 
 log = logging.getLogger(__name__)
 
