@@ -48,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{a['id']:<24} {a['kind']:<7} {a['size'][0]}x{a['size'][1]}  {a['name']}")
         return 0
     encoder = None
-    if args.musetalk_models:
-        from serve_app.avatars.jobs import latent_encoder
+    if args.musetalk_models:  # loaded first: missing weights fail before any work is done
+        try:
+            from serve_app.engines.lipsync.neural.musetalk_engine import load_model
+            from serve_app.engines.lipsync.neural.weights import WeightsError
 
-        encoder = latent_encoder("musetalk", {"models_dir": args.musetalk_models})
+            encoder = load_model(models_dir=args.musetalk_models).encode_reference
+        except (ImportError, WeightsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         folder = prepare_avatar(args.source, args.id, args.avatars_dir, name=args.name,
                                 max_seconds=args.max_seconds, progress=_progress, encoder=encoder)

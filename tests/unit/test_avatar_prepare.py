@@ -304,6 +304,14 @@ def test_cli_prepare_and_list(tmp_path, photo):
     assert "Eileen" in r.stdout
 
 
+def test_cli_missing_musetalk_models_fail_before_any_work(tmp_path, photo):
+    result = run_cli("prepare", str(photo), "--id", "astro", "--avatars-dir", str(tmp_path / "av"),
+                     "--musetalk-models", str(tmp_path / "models"))
+    assert result.returncode == 2
+    assert "musetalk.json" in result.stderr and "TMElyralab/MuseTalk" in result.stderr
+    assert not (tmp_path / "av").exists() or list((tmp_path / "av").iterdir()) == []
+
+
 def test_cli_bad_file(tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"\x00" * 1000)
