@@ -158,7 +158,10 @@ def test_continuous_speech_is_cut_at_max_utterance(speech, silero):
     assert [type(e) for e in events] == [SpeechStart, SpeechEnd] * 4
     assert [e.truncated for e in ends] == [True, True, True, False]
     assert abs(starts[0].t_s - 1.0) < TOL_S
-    assert abs(ends[-1].t_end_s - 31.0) < TOL_S
+    # The talk is cut at 30 s, which can fall in a 0.15 s gap (Piper's clip lengths vary run to
+    # run): the last utterance ends where the voice does.
+    voice_end_s = 1.0 + _speech_extent(talk)[1] / SR
+    assert abs(ends[-1].t_end_s - voice_end_s) < TOL_S
     frame_s = silero.frame_samples / SR
     for s, e, nxt in zip(starts, ends, starts[1:]):
         assert 8.0 - 1e-9 <= e.t_end_s - e.t_start_s < 8.0 + frame_s
