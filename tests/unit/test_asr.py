@@ -65,6 +65,26 @@ async def test_whisper_does_not_block_the_event_loop(whisper, utterance):
     assert ticks >= 5
 
 
+async def test_fitted_window_transcribes_like_the_full_window(whisper, utterance):
+    # The default engine encodes only the utterance (whisper_window.py); the decoder must still
+    # end its text (no "today? today?" loop) and hear the same words as on the 30 s window.
+    fitted = whisper._fitted.transcribe(utterance, "en", beam_size=1)
+    assert fitted is not None
+    full = FasterWhisperASR(fitted_window=False)._transcribe(utterance, "en").text
+    assert words(fitted) == words(full) == ["what", "is", "the", "weather", "like", "today"]
+
+
+def test_fitted_window_leaves_long_audio_to_the_full_window(whisper, utterance):
+    long = np.concatenate([utterance] * 20)  # > 30 s
+    assert len(long) > 30 * 16000
+    assert whisper._fitted.transcribe(long, "en", beam_size=1) is None
+    assert "weather" in whisper._transcribe(long, "en").text.lower()  # the full path took it
+
+
+def words(text: str) -> list[str]:
+    return "".join(ch for ch in text.lower() if ch.isalpha() or ch == " ").split()
+
+
 def test_whisper_missing_model_dir_is_named(tmp_path):
     with pytest.raises(ASRUnavailable, match="not found") as info:
         FasterWhisperASR(model=str(tmp_path / "nope"))
