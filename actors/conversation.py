@@ -62,7 +62,6 @@ async def reply(
     *,
     audio: np.ndarray | None = None,
     text: str | None = None,
-    early: Any = None,
     turn_id: str,
     asr: Any,
     llm: Any,
@@ -71,13 +70,14 @@ async def reply(
     emit: Emit,
     max_tokens: int | None,
     min_words: int = 1,
+    committed: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[str]:
-    """Yields the reply's sentences to the user's `audio` (transcribed first, or by `early`, a
-    transcription of the same audio already under way) or typed `text`; records the exchange
-    in `conversation` when done."""
+    """Yields the reply's sentences to the user's `audio` (transcribed first) or typed `text`;
+    records the exchange in `conversation` when done, if `committed()` (a speculative reply
+    that was discarded is not part of the conversation)."""
     if audio is not None:
         try:
-            transcript = await (early or asr.transcribe.remote(audio))
+            transcript = await asr.transcribe.remote(audio)
         except Exception as exc:
             log.warning("ASR failed: %s", exc)
             emit({"type": "error", "stage": "asr", "turn_id": turn_id,
@@ -113,7 +113,8 @@ async def reply(
             yield conversation.character.apology_llm
     finally:
         stream.cancel()  # barge-in: stop generating on the LLM replica
-        conversation.record(text, "".join(generated).strip() if finished else " ".join(said))
+        if committed():
+            conversation.record(text, "".join(generated).strip() if finished else " ".join(said))
 
 
 def _has_cjk(text: str) -> bool:

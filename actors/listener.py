@@ -7,9 +7,9 @@ up messages. Either way the session gets `on_speech_start` (barge-in) and `on_ut
 Two things happen before the detector is sure, because every millisecond counts:
 - the first voiced frame calls `on_maybe_speech` (the session holds the avatar's speech at
   once) and a blip that never becomes speech calls `on_blip` (it resumes);
-- once a pause inside an utterance reaches `speculate_after_s`, `on_pause(audio)` starts
-  transcribing what was said so far; if the pause turns out to be the end, the utterance
-  comes with that transcription already under way, else it is discarded.
+- once a pause inside an utterance reaches `speculate_after_s`, `on_pause(audio, ended_at)`
+  starts replying to what was said so far (speculation.py); if the pause turns out to be the
+  end, the utterance comes with that reply already under way, else it is cancelled.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class MicListener:
         """`on_utterance(audio, ended_at, truncated, early)`: `ended_at` is the time.monotonic()
         at which the speech itself ended (the VAD notices only after the end-silence window);
         `early` is what `on_pause` returned for this utterance's final pause, or None.
-        `on_pause` returns a handle with `.cancel()` (a pending transcription)."""
+        `on_pause` returns a handle with `.abort()` (a speculative reply)."""
         self._detector = detector
         self._on_speech_start = on_speech_start
         self._on_utterance = on_utterance
@@ -56,7 +56,7 @@ class MicListener:
         self._on_pause = on_pause
         self._speculate_after_s = speculate_after_s
         self._maybe = False  # an onset is being held, not yet confirmed
-        self._early: Any = None  # the transcription started in the current pause
+        self._early: Any = None  # the reply started speculatively in the current pause
         self._max_samples = int(max_utterance_s * SAMPLE_RATE)
         self.mode = "hands_free"
         self._ptt: list[np.ndarray] | None = None  # audio while the talk button is held
@@ -74,6 +74,7 @@ class MicListener:
         if mode not in MODES:
             raise ValueError(f"unknown mic mode {mode!r}; use one of {MODES}")
         self.mode = mode
+        self._discard_early()
         self._detector.reset()
         self._stream_s = 0.0  # the detector's clock restarts with it
         self._ptt = None
@@ -119,11 +120,15 @@ class MicListener:
             await self._on_speech_start()
         elif isinstance(event, SpeechEnd):
             ended_at = time.monotonic() - (self._stream_s - event.t_end_s)
+            if event.truncated:
+                self._discard_early()  # cut mid-speech: the pause audio is not this utterance
             early, self._early = self._early, None
-            if early is not None and event.truncated:
-                early.cancel()  # cut mid-speech: the pause audio is not this utterance
-                early = None
             await self._on_utterance(event.audio, ended_at, event.truncated, early)
+
+    def _discard_early(self) -> None:
+        if self._early is not None:
+            self._early.abort()
+            self._early = None
 
     def _watch_live_state(self) -> None:
         phase = self._detector.phase
@@ -137,7 +142,7 @@ class MicListener:
             return
         pause = self._detector.silence_s
         if pause >= self._speculate_after_s and self._early is None:
-            self._early = self._on_pause(self._detector.utterance_audio())
-        elif pause == 0 and self._early is not None:  # the user went on talking
-            self._early.cancel()
-            self._early = None
+            ended_at = time.monotonic() - pause
+            self._early = self._on_pause(self._detector.utterance_audio(), ended_at)
+        elif pause == 0:  # the user went on talking
+            self._discard_early()

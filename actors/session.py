@@ -27,6 +27,7 @@ from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionFor
 from actors.listener import MicListener
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
 from actors.metrics import FrameCounters, record_marks
+from actors.speculation import Gate
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
@@ -78,6 +79,8 @@ class SessionActor:
         self._channel = None
         self._pending_events: list[str] = []
         self._turn: Turn | None = None
+        self._speculation: Turn | None = None  # a reply to a pause, not yet confirmed
+        self._speculations = {"started": 0, "confirmed": 0}
         self._greeted = False
         self._activated = 0.0
         self._last_activity = 0.0
@@ -125,6 +128,8 @@ class SessionActor:
         log.info("session %s closing: %s", self.id, reason)
         if self._turn is not None:
             await self._turn.cancel()
+        if self._speculation is not None:
+            self._speculation.abort()
         if self._listener is not None:
             self._listener.stop()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
@@ -247,6 +252,7 @@ class SessionActor:
             "video_frames": clock.video_frames if clock else 0,
             "speech_frames": clock.speech_frames if clock else 0,
             "late_frames": clock.late_frames if clock else 0,
+            "speculative_replies": dict(self._speculations),
         }
 
     # --- turns ----------------------------------------------------------------------------
@@ -254,15 +260,22 @@ class SessionActor:
         """A text turn (`say`, the greeting): speak `text` as given."""
         if interrupt:
             await self._interrupt()
-        turn = self._begin_turn(lambda turn_id, marks: single(text), Marks("request"))
+        turn = self._begin_turn(lambda turn_id, marks, gate: single(text), Marks("request"))
         self._emit({"type": "assistant_text", "text": text, "turn_id": turn.id})
         return {"turn_id": turn.id}
 
     def _begin_turn(self, source, marks: Marks) -> Turn:
+        turn = self._new_turn(source, marks, Gate(self._emit, opened=True))
+        turn.start()
+        self._adopt(turn)
+        return turn
+
+    def _new_turn(self, source, marks: Marks, gate: Gate) -> Turn:
+        """A turn whose events and frames pass `gate` (closed for a speculative reply)."""
         turn_id = uuid.uuid4().hex[:12]
-        turn = Turn(
+        return Turn(
             turn_id,
-            source(turn_id, marks),
+            source(turn_id, marks, gate),
             marks=marks,
             voice=self._voice,
             avatar_id=self._avatar_id,
@@ -271,13 +284,16 @@ class SessionActor:
             clock=self._clock,
             chunk_frames=self._profile.lipsync.chunk_frames,
             audio_context=self._audio_context,
-            on_error=lambda message: self._emit({"type": "error", "message": message}),
+            on_error=lambda message: gate.emit({"type": "error", "message": message}),
+            gate=gate,
         )
+
+    def _adopt(self, turn: Turn) -> None:
+        """Make `turn` the session's current one: the client sees it from here on."""
         self._turn = turn
         self._emit({"type": "state", "state": "thinking", "turn_id": turn.id})
-        turn.start()
+        turn.gate.open()
         asyncio.get_running_loop().create_task(self._finish_silent_turn(turn))
-        return turn
 
     # --- voice ----------------------------------------------------------------------------
     def _make_listener(self) -> MicListener:
@@ -298,7 +314,7 @@ class SessionActor:
             vad.max_utterance_s,
             on_maybe_speech=self._on_maybe_speech,
             on_blip=self._clock.resume,
-            on_pause=lambda audio: self._stages.asr.transcribe.remote(audio),
+            on_pause=self._speculate,
         )
 
     def _on_maybe_speech(self) -> None:
@@ -322,21 +338,40 @@ class SessionActor:
                 "I'll answer what I heard so far",
             })
         await self._interrupt()
-        self._start_reply(Marks("speech_end", started=ended_at), audio=audio, early=early)
+        if early is not None and not early.cancelled:  # the reply to this pause is under way
+            turn = early
+            turn.marks.rebase(ended_at)
+            self._speculation = None
+            self._speculations["confirmed"] += 1
+            self._adopt(turn)
+        else:
+            turn = self._start_reply(Marks("speech_end", started=ended_at), audio=audio)
+        turn.marks.mark("end_confirmed")  # when the VAD was sure
+
+    def _speculate(self, audio, ended_at: float) -> Turn:
+        """The user paused: start replying to what they said, held back until the VAD ends
+        the utterance at this pause (speculation.py). The listener aborts it otherwise."""
+        marks = Marks("speech_end", started=ended_at)
+        turn = self._new_turn(self._reply_source(audio=audio), marks, Gate(self._emit))
+        turn.start()
+        self._speculation = turn
+        self._speculations["started"] += 1
+        return turn
 
     def _start_reply(self, marks: Marks, **user_input) -> Turn:
-        return self._begin_turn(
-            lambda turn_id, marks: reply(
-                **user_input,
-                turn_id=turn_id,
-                asr=self._stages.asr,
-                llm=self._stages.llm,
-                conversation=self._conversation,
-                marks=marks,
-                emit=self._emit,
-                max_tokens=self._profile.llm.max_tokens,
-            ),
-            marks,
+        return self._begin_turn(self._reply_source(**user_input), marks)
+
+    def _reply_source(self, **user_input):
+        return lambda turn_id, marks, gate: reply(
+            **user_input,
+            turn_id=turn_id,
+            asr=self._stages.asr,
+            llm=self._stages.llm,
+            conversation=self._conversation,
+            marks=marks,
+            emit=gate.emit,
+            max_tokens=self._profile.llm.max_tokens,
+            committed=lambda: gate.is_open,
         )
 
     async def _finish_silent_turn(self, turn: Turn) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from actors.media import AUDIO_PER_UNIT, AUDIO_RATE, AVUnit, MediaClock
 from actors.reply_audio import ReplyAudio, ReplyChunk
+from actors.speculation import Gate
 from serve_app.engines.audio import StreamResampler, to_int16
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.visemes import VisemeTrack
@@ -36,10 +37,17 @@ class Marks:
 
     def __init__(self, origin: str = "request", started: float | None = None) -> None:
         self._started = time.monotonic() if started is None else started
+        self._origin = origin
         self.values: dict[str, float] = {origin: 0.0}
 
     def mark(self, name: str) -> None:
         self.values.setdefault(name, round((time.monotonic() - self._started) * 1000, 1))
+
+    def rebase(self, started: float) -> None:
+        """Measure from `started` instead (the VAD's final word on when the speech ended)."""
+        shift = (self._started - started) * 1000
+        self._started = started
+        self.values = {k: v if k == self._origin else round(v + shift, 1) for k, v in self.values.items()}
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
@@ -47,7 +55,9 @@ class Marks:
 
 class Turn:
     """Speaks `sentences` through the clock. `marks` are shared with whatever produces the
-    sentences (ASR and LLM marks for a voice turn)."""
+    sentences (ASR and LLM marks for a voice turn). A speculative turn's units wait at its
+    closed `gate` (speculation.py); they are rendered meanwhile, so a video avatar's first
+    talking frame may come a few frames off the idle cycle it blends with."""
 
     def __init__(
         self,
@@ -63,6 +73,7 @@ class Turn:
         chunk_frames: int,
         on_error: Callable[[str], None],
         audio_context: tuple[int, int] = (0, 0),
+        gate: Gate | None = None,
     ) -> None:
         self.id = turn_id
         self._sentences = sentences
@@ -76,6 +87,7 @@ class Turn:
         self._on_error = on_error
         self._audio_context = audio_context  # the lip-sync engine's (context, look-ahead) frames
         self.marks = marks or Marks()
+        self.gate = gate
         self.frames_queued = 0
         self.cancelled = False
         self._task: asyncio.Task | None = None
@@ -87,12 +99,15 @@ class Turn:
     def done(self) -> bool:
         return self._task is None or self._task.done()
 
-    async def cancel(self) -> None:
+    def abort(self) -> None:
+        """Cancel without waiting for the task to unwind (a discarded speculation)."""
         self.cancelled = True
-        if self._task is not None and not self._task.done():
+        if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+
+    async def cancel(self) -> None:
+        self.abort()
+        await self.wait()
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -165,6 +180,8 @@ class Turn:
             response.cancel()
             raise
         pcm = to_int16(part.audio48)
+        if self.gate is not None:
+            await self.gate.wait()
         for i in range(n):
             await self._clock.put(
                 AVUnit(

@@ -180,6 +180,9 @@ class AvatarSession:
             await self.request("PATCH", f"/api/sessions/{self.session_id}", json=body, headers=self._auth())
         ).json()
 
+    async def info(self) -> dict:
+        return (await self.request("GET", f"/api/sessions/{self.session_id}", headers=self._auth())).json()
+
     async def interrupt(self) -> dict:
         return (
             await self.request("POST", f"/api/sessions/{self.session_id}/interrupt", headers=self._auth())

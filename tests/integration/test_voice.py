@@ -31,8 +31,16 @@ async def voices() -> dict[str, np.ndarray]:
         "question": "What is the capital of France?",
         "story": "Please tell me a long story about a dragon who learns to fly over the sea.",
         "stop": "Wait, stop. What is two plus two?",
+        "tell_me": "Tell me,",
+        "rest": "what is the capital of France?",
     }
     return {name: await speak(text) for name, text in texts.items()}
+
+
+def voiced(x: np.ndarray, level: float = 0.003) -> np.ndarray:
+    """`x` without Piper's leading and trailing silence (below `level`, -50 dBFS)."""
+    loud = np.flatnonzero(np.abs(x) > level)
+    return x[loud[0] : loud[-1] + 1]
 
 
 async def mic_session(url: str) -> tuple[AvatarSession, MicTrack]:
@@ -57,12 +65,37 @@ async def test_spoken_question_gets_a_spoken_lip_synced_answer(app_url, voices):
         speaking = await session.wait_event(lambda e: e["type"] == "state" and e["state"] == "speaking" and e.get("turn_id") == turn_id, timeout=30)
         latency = await session.wait_event(lambda e: e["type"] == "latency" and e["turn_id"] == turn_id)
         marks = latency["marks"]
-        assert list(marks) == MARK_ORDER, marks
+        assert set(marks) == {*MARK_ORDER, "end_confirmed"}, marks
         assert [marks[m] for m in MARK_ORDER] == sorted(marks[m] for m in MARK_ORDER)
+        # The reply was started in the pause, before the VAD's end-of-speech silence was up,
+        # and let out when the VAD confirmed the end (actors/speculation.py).
+        assert (await session.info())["speculative_replies"] == {"started": 1, "confirmed": 1}
         assert events(session, "assistant_text", turn_id=turn_id, delta=True)  # streamed text
         n = len(session.received.audio)
         await session.wait_until(lambda r: sum(a.rms > SPEECH_RMS for a in r.audio[n:]) >= 25, timeout=30)
         assert session.received.events.index(speaking) > session.received.events.index(heard)
+    finally:
+        await session.close()
+
+
+async def test_a_pause_mid_question_discards_its_speculative_reply(app_url, voices):
+    # A 0.28 s pause: the VAD hears ~0.2-0.25 s of it, past the 0.15 s at which a reply is
+    # started speculatively, short of the 0.3 s that ends the utterance.
+    session, mic = await mic_session(app_url)
+    try:
+        before = len(events(session, "state", state="thinking"))
+        pause = np.zeros(int(0.28 * MIC_RATE), np.float32)
+        mic.play(np.concatenate([voiced(voices["tell_me"]), pause, voiced(voices["rest"])]))
+        heard = await session.wait_event(lambda e: e["type"] == "user_transcript", timeout=30)
+        assert "tell" in heard["text"].lower() and "france" in heard["text"].lower(), heard
+        turn_id = heard["turn_id"]
+        await session.wait_event(lambda e: e["type"] == "latency" and e["turn_id"] == turn_id, timeout=30)
+        assert (await session.info())["speculative_replies"] == {"started": 2, "confirmed": 1}
+        # Nothing of the discarded reply reached the client.
+        assert len(events(session, "user_transcript")) == 1
+        thinking = events(session, "state", state="thinking")[before:]
+        assert [e.get("turn_id") for e in thinking] == [turn_id]
+        assert {e["turn_id"] for e in events(session, "assistant_text", delta=True)} == {turn_id}
     finally:
         await session.close()
 
@@ -117,9 +150,7 @@ async def test_monologue_is_cut_at_the_configured_maximum(app_url, voices):
     session, mic = await mic_session(app_url)
     try:
         # ~22 s of speech without a pause long enough to end the utterance (max is 20 s).
-        story = voices["story"]
-        voiced = np.flatnonzero(np.abs(story) > 0.01)
-        story = story[voiced[0] : voiced[-1]]
+        story = voiced(voices["story"], level=0.01)
         while mic.queued_s() < 22:
             mic.play(story)
         cut = await session.wait_event(lambda e: e["type"] == "utterance_truncated", timeout=40)

@@ -1,0 +1,46 @@
+"""Speculative replies: answer a pause before the VAD is sure that it ends the utterance.
+
+The VAD ends an utterance after `end_silence_ms` of silence (300 ms). Waiting for that before
+transcribing, prompting the LLM and synthesizing the first clause puts all of their time on
+top of it. So once a pause is `speculate_after_s` long, the session starts the whole reply
+(ASR -> LLM -> TTS -> lip-sync) behind a closed `Gate`: its events and A/V units are held.
+If the VAD then ends the utterance at that pause, the gate opens and the reply plays at once;
+if the user goes on talking, the turn is cancelled and nothing of it was seen or remembered.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+
+class Gate:
+    """Holds a turn's client events and A/V output until `open()`; an open gate passes them."""
+
+    def __init__(self, emit: Callable[[dict], None], opened: bool = False) -> None:
+        self._emit = emit
+        self._held: list[dict] = []
+        self._opened = asyncio.Event()
+        if opened:
+            self._opened.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened.is_set()
+
+    def emit(self, event: dict) -> None:
+        if self.is_open:
+            self._emit(event)
+        else:
+            # Stamped now: the client's timeline shows when it happened, not when it was let out.
+            event.setdefault("t", round(time.time() * 1000))
+            self._held.append(event)
+
+    async def wait(self) -> None:
+        await self._opened.wait()
+
+    def open(self) -> None:
+        held, self._held = self._held, []
+        self._opened.set()
+        for event in held:
+            self._emit(event)
