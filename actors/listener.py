@@ -29,6 +29,27 @@ from serve_app.engines.vad.detector import SpeechEnd, SpeechStart, UtteranceDete
 log = logging.getLogger(__name__)
 
 MODES = ("hands_free", "push_to_talk")
+MIC_PREFETCH = 1  # audio packets aiortc holds back before handing one on (its default: 4)
+
+
+def shorten_jitter_buffer(receiver) -> bool:
+    """Let the mic's packets through after one more has arrived instead of four.
+
+    aiortc's audio receiver keeps 4 packets (80 ms) in its jitter buffer as a playout cushion;
+    the VAD plays nothing out, and reordering within the buffer is handled at any prefetch, so
+    those 80 ms are pure reply and barge-in latency. aiortc has no option for it: this swaps
+    the receiver's (private) buffer before any packet arrives. Returns False, leaving aiortc's
+    default, if a future aiortc moved it.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attr, None)
+    if not isinstance(current, JitterBuffer):
+        log.warning("aiortc's receiver has no %s: the mic keeps aiortc's 80 ms buffer", attr)
+        return False
+    setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=MIC_PREFETCH))
+    return True
 
 
 class MicListener:

@@ -24,7 +24,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from actors.conversation import Conversation, reply
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
-from actors.listener import MicListener
+from actors.listener import MicListener, shorten_jitter_buffer
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
 from actors.metrics import FrameCounters, record_marks
 from actors.speculation import Gate
@@ -182,6 +182,9 @@ class SessionActor:
         @pc.on("track")  # fires inside setRemoteDescription, so registered before it
         def _on_track(track) -> None:
             if track.kind == "audio":  # the user's microphone (a sendrecv audio m-line)
+                for transceiver in pc.getTransceivers():
+                    if transceiver.receiver.track is track:
+                        shorten_jitter_buffer(transceiver.receiver)
                 self._listener.start(track)
         self._pc = pc
         try:
@@ -314,7 +317,8 @@ class SessionActor:
             vad.max_utterance_s,
             on_maybe_speech=self._on_maybe_speech,
             on_blip=self._clock.resume,
-            on_pause=self._speculate,
+            on_pause=self._speculate if vad.speculate_after_ms else None,
+            speculate_after_s=vad.speculate_after_ms / 1000,
         )
 
     def _on_maybe_speech(self) -> None:

@@ -333,13 +333,14 @@ def turn_stages(t: dict) -> dict | None:
     off = t.get("speech_end_offset_ms")
     if off is not None:
         row["speech_end_offset"] = off
-        row["vad_wait"] = t["thinking_server_ms"] - off
-        if "asr_done" in m:
-            row["asr"] = m["asr_done"] - row["vad_wait"]
         row["net_jitter"] = t["reply_ms"] - m["first_frame_sent"] - off
         if t.get("piper_lead_ms") is not None:
             row["piper_lead"] = t["piper_lead_ms"]
             row["net_jitter_only"] = row["net_jitter"] - t["piper_lead_ms"]
+    if "end_confirmed" in m:
+        row["vad_confirm"] = m["end_confirmed"]
+    if "asr_done" in m:
+        row["asr"] = m["asr_done"]
     if "asr_done" in m and "llm_first_token" in m:
         row["llm_first_token"] = m["llm_first_token"] - m["asr_done"]
     if "llm_first_token" in m and "tts_first_audio" in m:
@@ -435,8 +436,7 @@ def summarize(report: dict) -> None:
     print("  where the time goes (median of per-turn durations, ms):")
     rows = [
         ("speech_end_offset", "server speech_end - t_end (mic uplink + aiortc jitter buffer + VAD end placement)"),
-        ("vad_wait", "VAD end-of-speech wait (server: thinking - speech_end)"),
-        ("asr", "ASR (asr_done - VAD wait)"),
+        ("asr", "pause until the reply starts (speculation) + ASR (asr_done)"),
         ("llm_first_token", "LLM first token (llm_first_token - asr_done)"),
         ("first_sentence_tts", "first sentence TTS (tts_first_audio - llm_first_token), of which:"),
         ("llm_first_piece", "   LLM until the first sentence/clause is complete"),
@@ -445,12 +445,13 @@ def summarize(report: dict) -> None:
         ("net_jitter", "network + jitter buffer (reply - first_frame_sent - speech_end_offset), of which:"),
         ("piper_lead", "   Piper's leading silence (re-synthesized first piece, 20 ms grid)"),
         ("net_jitter_only", "   Opus + network + client jitter buffer"),
+        ("vad_confirm", "in parallel: the VAD confirms the end of speech (end_confirmed)"),
         ("thinking_client", "for reference: t_end -> `state: thinking` received (VAD as the client sees it)"),
     ]
     for key, label in rows:
         if key in st:
             print(f"    {label:<84} {fmt(st[key]):>6}")
-    print("    (per turn, speech_end offset + VAD wait + ASR + LLM first token + first sentence TTS + lip-sync\n"
+    print("    (per turn, speech_end offset + ASR + LLM first token + first sentence TTS + lip-sync\n"
           "     + network = its reply ms exactly; the medians of the parts need not add up to the median)")
 
     g, f = summary["by_history"]["history_growing"], summary["by_history"]["history_full"]
@@ -551,8 +552,8 @@ def turn_line(rec: dict) -> str:
         return f"ERROR {rec.get('error')}"
     st = turn_stages(rec) or {}
     parts = [f"{name} {fmt(st.get(key))}" for name, key in (
-        ("end_off", "speech_end_offset"), ("vad", "vad_wait"), ("asr", "asr"), ("llm", "llm_first_token"),
-        ("tts", "first_sentence_tts"), ("lip", "lipsync_queue"), ("net", "net_jitter"))]
+        ("end_off", "speech_end_offset"), ("asr", "asr"), ("llm", "llm_first_token"),
+        ("tts", "first_sentence_tts"), ("lip", "lipsync_queue"), ("net", "net_jitter"), ("| vad", "vad_confirm"))]
     return (f"{rec['reply_ms']:6.0f} ms = {' '.join(parts)}   heard {rec.get('transcript')!r}"
             f" -> {rec.get('first_piece')!r}")
 

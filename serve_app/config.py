@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SESSION_NAMESPACE = "digital_human"
@@ -90,8 +90,19 @@ class VADSettings(_Strict):
     min_speech_ms: int = Field(160, ge=0)
     # Silence that ends an utterance: every ms here is reply latency.
     end_silence_ms: int = Field(300, ge=100)
+    # A pause this long starts the reply speculatively (actors/speculation.py); 0 turns it off.
+    speculate_after_ms: int = Field(150, ge=0)
     max_utterance_s: float = Field(20.0, gt=1)
     pre_roll_ms: int = Field(200, ge=0)
+
+    @model_validator(mode="after")
+    def _speculation_before_the_end(self) -> "VADSettings":
+        if self.speculate_after_ms >= self.end_silence_ms:
+            raise ValueError(
+                f"speculate_after_ms ({self.speculate_after_ms}) must be below end_silence_ms "
+                f"({self.end_silence_ms}), or 0 to turn speculative replies off"
+            )
+        return self
 
 
 class LLMSettings(StageSettings):

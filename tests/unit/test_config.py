@@ -48,6 +48,16 @@ def test_invalid_value_is_named(tmp_path):
         load_profile(bad)
 
 
+def test_speculation_must_start_before_the_end_of_speech(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vad:\n  end_silence_ms: 300\n  speculate_after_ms: 300\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: vad.*speculate_after_ms \(300\) must be below end_silence_ms"):
+        load_profile(bad)
+    off = tmp_path / "off.yaml"
+    off.write_text("vad:\n  speculate_after_ms: 0\n")
+    assert load_profile(off).vad.speculate_after_ms == 0
+
+
 def test_missing_profile(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_profile(tmp_path / "nope.yaml")
