@@ -6,6 +6,7 @@ the turn closes it, and its `finally` closes the LLM stream on the LLM replica.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, AsyncIterator, Callable
 
@@ -35,8 +36,12 @@ class Conversation:
         self._history: list[dict[str, str]] = []
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
+        return self.prefix() + [{"role": "user", "content": user_text}]
+
+    def prefix(self) -> list[dict[str, str]]:
+        """What every next prompt starts with: the system prompt and the history."""
         system = [{"role": "system", "content": self.character.system_prompt}] if self.character.system_prompt else []
-        return system + self._history + [{"role": "user", "content": user_text}]
+        return system + self._history
 
     def record(self, user_text: str, assistant_text: str) -> None:
         """Remember an exchange: the model's own text for a finished reply (so the next prompt
@@ -115,6 +120,26 @@ async def reply(
         stream.cancel()  # barge-in: stop generating on the LLM replica
         if committed():
             conversation.record(text, "".join(generated).strip() if finished else " ".join(said))
+            # Off the critical path (the avatar is still speaking): the next prompt's prefix
+            # changed (an interrupted reply, a trimmed history), have the LLM read it now.
+            _in_background(llm.prefill.remote(conversation.prefix(), max_tokens), "LLM prefill")
+
+
+_background: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+
+def _in_background(response: Any, what: str) -> None:
+    """Await a handle call nobody waits for, logging (not raising) its failure."""
+
+    async def wait() -> None:
+        try:
+            await response
+        except Exception as exc:  # an optimisation failed; the next turn just runs slower
+            log.info("%s failed: %s", what, _cause(exc))
+
+    task = asyncio.get_running_loop().create_task(wait())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _has_cjk(text: str) -> bool:

@@ -23,3 +23,6 @@ class LLMDeployment:
         async with aclosing(self.engine.stream(messages, max_tokens)) as deltas:
             async for delta in deltas:
                 yield delta
+
+    async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
+        await self.engine.prefill(messages, max_tokens)

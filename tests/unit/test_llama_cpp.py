@@ -37,6 +37,20 @@ async def test_llama_cpp_streams_a_reply(llama):
     assert "".join(deltas).strip()
 
 
+async def test_llama_cpp_prefill_puts_the_history_in_the_cache(llama):
+    history = [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "Name a large grey animal."},
+        {"role": "assistant", "content": "The elephant, which lives in Africa and Asia."},
+    ]
+    await first_and_rest(llama.stream(CHAT, max_tokens=8))  # the cache holds another prompt
+    await llama.prefill(history, max_tokens=24)
+    model = llama._llm
+    cached = model.detokenize(model.input_ids[: model.n_tokens].tolist()).decode()
+    # The next prompt (this history + a new question) only has its question left to read.
+    assert "terse assistant" in cached and "The elephant, which lives in Africa and Asia." in cached
+
+
 async def test_llama_cpp_closing_the_stream_stops_generation(llama):
     long_chat = [{"role": "user", "content": "Write a very long story about a dragon."}]
     stream = llama.stream(long_chat, max_tokens=1500)

@@ -22,3 +22,9 @@ class LLMEngine(Protocol):
         the iterator (barge-in) must stop generation promptly.
         """
         ...
+
+    async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
+        """Get ready for a prompt that starts with `messages` (the history after an exchange):
+        a local model evaluates them into its cache while the avatar is still speaking, so the
+        next turn processes only the new user message. Remote backends do nothing."""
+        ...

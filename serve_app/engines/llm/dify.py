@@ -73,6 +73,9 @@ class DifyLLM:
         self._conversations: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
         self._stop_tasks: set[asyncio.Task] = set()
 
+    async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
+        """Nothing to warm here: the endpoint manages its own prompt cache."""
+
     async def stream(
         self, messages: list[Message], max_tokens: int | None = None
     ) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ wait their turn); concurrent sessions are served by more replicas of the LLM dep
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -89,6 +90,19 @@ class LlamaCppLLM:
             raise
         except Exception as e:
             raise LLMUnavailable(f"llama.cpp failed: {e}") from e
+
+    async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
+        """Evaluate `messages` into llama.cpp's cache (it keeps one prompt: the longest common
+        prefix with the next one is reused). Generates a single token, which is dropped."""
+        max_tokens = max_tokens or self.max_tokens
+
+        def run() -> None:
+            with self._lock:
+                self._llm.create_chat_completion(
+                    messages=self._fit(messages, max_tokens), max_tokens=1, temperature=0.0
+                )
+
+        await asyncio.to_thread(run)
 
     def _generate(
         self,

@@ -64,6 +64,9 @@ class OpenAICompatLLM:
             base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries
         )
 
+    async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
+        """Nothing to warm here: the endpoint manages its own prompt cache."""
+
     async def stream(
         self, messages: list[Message], max_tokens: int | None = None
     ) -> AsyncIterator[str]:
