@@ -27,6 +27,16 @@ def frames_counter() -> Counter:
 
 
 @cache
+def speculative_replies() -> Counter:
+    return Counter(
+        "digital_human_speculative_replies",
+        "Replies started in a pause (started) and those the VAD then confirmed (confirmed); "
+        "the difference is work spent on pauses the user talked on through.",
+        tag_keys=("outcome",),
+    )
+
+
+@cache
 def turn_latency() -> Histogram:
     return Histogram(
         "digital_human_turn_latency_ms",

@@ -26,7 +26,7 @@ from actors.conversation import Conversation, reply
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
 from actors.listener import MicListener, shorten_jitter_buffer
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
-from actors.metrics import FrameCounters, record_marks
+from actors.metrics import FrameCounters, record_marks, speculative_replies
 from actors.speculation import Gate
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
@@ -347,6 +347,7 @@ class SessionActor:
             turn.marks.rebase(ended_at)
             self._speculation = None
             self._speculations["confirmed"] += 1
+            speculative_replies().inc(tags={"outcome": "confirmed"})
             self._adopt(turn)
         else:
             turn = self._start_reply(Marks("speech_end", started=ended_at), audio=audio)
@@ -360,6 +361,7 @@ class SessionActor:
         turn.start()
         self._speculation = turn
         self._speculations["started"] += 1
+        speculative_replies().inc(tags={"outcome": "started"})
         return turn
 
     def _start_reply(self, marks: Marks, **user_input) -> Turn:

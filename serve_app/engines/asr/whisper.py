@@ -76,7 +76,8 @@ class FasterWhisperASR:
         )
         self._beam_size = beam_size
         self.language = language
-        self._fitted = FittedWindow(self._model) if fitted_window and device == "cpu" else None
+        on_cpu = self._model.model.device == "cpu"  # also what device="auto" chose
+        self._fitted = FittedWindow(self._model) if fitted_window and on_cpu else None
         # The first decode pays one-off allocations (about 15 % slower with tiny.en): pay for it
         # here, not in the first user's turn.
         noise = np.random.default_rng(0).normal(0.0, 0.01, SAMPLE_RATE).astype(np.float32)
