@@ -346,8 +346,7 @@ class SessionActor:
             turn = early
             turn.marks.rebase(ended_at)
             self._speculation = None
-            self._speculations["confirmed"] += 1
-            speculative_replies().inc(tags={"outcome": "confirmed"})
+            self._count_speculation("confirmed")
             self._adopt(turn)
         else:
             turn = self._start_reply(Marks("speech_end", started=ended_at), audio=audio)
@@ -360,9 +359,12 @@ class SessionActor:
         turn = self._new_turn(self._reply_source(audio=audio), marks, Gate(self._emit))
         turn.start()
         self._speculation = turn
-        self._speculations["started"] += 1
-        speculative_replies().inc(tags={"outcome": "started"})
+        self._count_speculation("started")
         return turn
+
+    def _count_speculation(self, outcome: str) -> None:
+        self._speculations[outcome] += 1
+        speculative_replies().inc(tags={"outcome": outcome})
 
     def _start_reply(self, marks: Marks, **user_input) -> Turn:
         return self._begin_turn(self._reply_source(**user_input), marks)
