@@ -1300,6 +1300,7 @@
     llm_first_token: 'llm',
     tts_first_audio: 'tts',
     first_frame_sent: 'first frame',
+    end_confirmed: 'vad end',
   };
 
   function formatLatency(marks) {
