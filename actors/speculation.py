@@ -2,10 +2,11 @@
 
 The VAD ends an utterance after `end_silence_ms` of silence (300 ms). Waiting for that before
 transcribing, prompting the LLM and synthesizing the first clause puts all of their time on
-top of it. So once a pause is `speculate_after_s` long, the session starts the whole reply
-(ASR -> LLM -> TTS -> lip-sync) behind a closed `Gate`: its events and A/V units are held.
-If the VAD then ends the utterance at that pause, the gate opens and the reply plays at once;
-if the user goes on talking, the turn is cancelled and nothing of it was seen or remembered.
+top of it. So once a pause is `speculate_after_s` long, the session starts the reply (ASR ->
+LLM -> TTS) behind a closed `Gate`: its events are held, and its audio waits before lip-sync.
+If the VAD then ends the utterance at that pause, the gate opens and the reply goes on at
+once; if the user goes on talking, the turn is cancelled and nothing of it was seen or
+remembered.
 """
 from __future__ import annotations
 

@@ -55,9 +55,10 @@ class Marks:
 
 class Turn:
     """Speaks `sentences` through the clock. `marks` are shared with whatever produces the
-    sentences (ASR and LLM marks for a voice turn). A speculative turn's units wait at its
-    closed `gate` (speculation.py); they are rendered meanwhile, so a video avatar's first
-    talking frame may come a few frames off the idle cycle it blends with."""
+    sentences (ASR and LLM marks for a voice turn). A speculative turn waits at its closed
+    `gate` (speculation.py) with its first audio ready: lip-sync renders only once the gate is
+    open, because a frame's index on the clock (which idle frame it blends with) is known
+    only then."""
 
     def __init__(
         self,
@@ -159,6 +160,8 @@ class Turn:
             await self._queue_frames(ready, visemes)
 
     async def _queue_frames(self, part: ReplyChunk, visemes: VisemeTrack) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
         n = part.n
         chunk = LipSyncChunk(
             avatar_id=self._avatar_id,
@@ -180,8 +183,6 @@ class Turn:
             response.cancel()
             raise
         pcm = to_int16(part.audio48)
-        if self.gate is not None:
-            await self.gate.wait()
         for i in range(n):
             await self._clock.put(
                 AVUnit(
