@@ -195,6 +195,21 @@ def test_video_avatar(video_avatar):
     assert len({(b[2] - b[0], b[3] - b[1]) for b in boxes}) == 1
 
 
+def test_face_tracker_searches_near_the_last_face_then_everywhere():
+    from serve_app.avatars.prepare import _FaceTracker
+
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    tracker = _FaceTracker(min_face=40)
+    first = tracker.find(gray)
+    assert np.allclose(first, FACE, atol=12) and tracker.full_searches == 1
+    moved = tracker.find(np.roll(gray, (10, 15), axis=(0, 1)))  # a small move: found nearby
+    assert np.allclose(moved, first + [15, 10, 15, 10], atol=6) and tracker.full_searches == 1
+    canvas = np.full((1024, 1024), 128, np.uint8)
+    canvas[500:1012, 480:992] = gray  # the face jumped 480 px: lost nearby, found by a full search
+    jumped = tracker.find(canvas)
+    assert np.allclose(jumped, first + [480, 500, 480, 500], atol=12) and tracker.full_searches == 2
+
+
 def test_video_idle_ping_pongs_and_talks_only_inside_the_mouth(video_avatar):
     avatar = FaceAvatar(video_avatar)
     n = avatar.n_frames
