@@ -1,7 +1,7 @@
 """Turn a photo or a short video of a face into a photo/video avatar folder.
 
 Steps: read the source (sampled at 25 fps), find the face in every frame with OpenCV's Haar
-cascade, smooth the boxes over time, pick one square crop around head and shoulders for the
+cascade (tracked near the last face, see _FaceTracker), smooth the boxes over time, pick one square crop around head and shoulders for the
 whole clip (a moving crop would make the background swim), and store the cropped frames, the
 face and mouth boxes and a feathered blend mask for the mouth. The format is documented in
 avatars/README.md; serve_app.engines.lipsync.face renders it. For the neural engines it also
