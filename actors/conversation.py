@@ -75,11 +75,11 @@ async def reply(
     emit: Emit,
     max_tokens: int | None,
     min_words: int = 1,
-    committed: Callable[[], bool] = lambda: True,
+    when_committed: Callable[[Callable[[], None]], None] = lambda action: action(),
 ) -> AsyncIterator[str]:
     """Yields the reply's sentences to the user's `audio` (transcribed first) or typed `text`;
-    records the exchange in `conversation` when done, if `committed()` (a speculative reply
-    that was discarded is not part of the conversation)."""
+    records the exchange in `conversation` when done, through `when_committed` (a speculative
+    reply's gate: recorded once confirmed, never if it is discarded)."""
     if audio is not None:
         try:
             transcript = await asr.transcribe.remote(audio)
@@ -118,11 +118,15 @@ async def reply(
             yield conversation.character.apology_llm
     finally:
         stream.cancel()  # barge-in: stop generating on the LLM replica
-        if committed():
-            conversation.record(text, "".join(generated).strip() if finished else " ".join(said))
+        answer = "".join(generated).strip() if finished else " ".join(said)
+
+        def commit() -> None:
+            conversation.record(text, answer)
             # Off the critical path (the avatar is still speaking): the next prompt's prefix
             # changed (an interrupted reply, a trimmed history), have the LLM read it now.
             _in_background(llm.prefill.remote(conversation.prefix(), max_tokens), "LLM prefill")
+
+        when_committed(commit)
 
 
 _background: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks

@@ -379,7 +379,7 @@ class SessionActor:
             marks=marks,
             emit=gate.emit,
             max_tokens=self._profile.llm.max_tokens,
-            committed=lambda: gate.is_open,
+            when_committed=gate.when_open,
         )
 
     async def _finish_silent_turn(self, turn: Turn) -> None:

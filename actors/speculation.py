@@ -21,6 +21,7 @@ class Gate:
     def __init__(self, emit: Callable[[dict], None], opened: bool = False) -> None:
         self._emit = emit
         self._held: list[dict] = []
+        self._actions: list[Callable[[], None]] = []
         self._opened = asyncio.Event()
         if opened:
             self._opened.set()
@@ -37,11 +38,22 @@ class Gate:
             event.setdefault("t", round(time.time() * 1000))
             self._held.append(event)
 
+    def when_open(self, action: Callable[[], None]) -> None:
+        """Run `action` now if the gate is open, else when it opens (never, if it does not):
+        a speculative reply's exchange enters the conversation only once it is confirmed."""
+        if self.is_open:
+            action()
+        else:
+            self._actions.append(action)
+
     async def wait(self) -> None:
         await self._opened.wait()
 
     def open(self) -> None:
         held, self._held = self._held, []
+        actions, self._actions = self._actions, []
         self._opened.set()
         for event in held:
             self._emit(event)
+        for action in actions:
+            action()
