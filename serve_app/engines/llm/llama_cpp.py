@@ -48,6 +48,7 @@ class LlamaCppLLM:
         model: str | None = None,
         n_ctx: int = 2048,
         n_threads: int = 1,
+        n_threads_batch: int | None = None,
         temperature: float = 0.7,
         max_tokens: int = 160,
         chat_format: str | None = None,
@@ -61,6 +62,7 @@ class LlamaCppLLM:
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=n_threads,
+            n_threads_batch=n_threads_batch,  # prompt reading; None: all cores
             chat_format=chat_format,
             verbose=False,
         )
