@@ -230,6 +230,8 @@ class SessionActor:
             except (KeyError, ValueError) as exc:
                 raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
         await self._interrupt()
+        if self._speculation is not None:  # it would answer with the old face or voice
+            self._speculation.abort()  # (a confirmed pause then gets a fresh reply)
         self._avatar_id = avatar or self._avatar_id
         self._voice = voice or self._voice
         self._emit({"type": "session", "avatar": self._avatar_id, "voice": self._voice})
