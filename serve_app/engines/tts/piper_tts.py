@@ -5,6 +5,7 @@ constructor asks for it.
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -61,16 +62,18 @@ class PiperTTS:
         config: str | None = None,
         voice_name: str = "joe",
         length_scale: float | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: onnxruntime threads per synthesis (None: all cores). On a small CPU
+        shared with the LLM, 1 is faster: a sentence is synthesized while the LLM keeps
+        generating, and two threads stall each other on a contended core."""
         try:
             import onnx  # noqa: F401  (Piper needs it to expose phoneme timings)
-            from piper import PiperVoice
+            import piper  # noqa: F401
         except ImportError as e:
             raise ImportError(f"The Piper TTS engine needs piper-tts and onnx: {_INSTALL}") from e
         model_file, config_file = _voice_files(model, config)
-        self._voice = PiperVoice.load(
-            str(model_file), config_path=str(config_file), include_alignments=True
-        )
+        self._voice = _load_voice(model_file, config_file, threads)
         # The first inference is about twice as slow as the rest: pay for it here, not in the
         # first reply.
         for _ in self._voice.synthesize("Hi.", include_alignments=True):
@@ -119,6 +122,30 @@ class PiperTTS:
             if stop.is_set():
                 return
             emit(_to_audio_chunk(piper_chunk, next(texts, "")))
+
+
+def _load_voice(model_file: Path, config_file: Path, threads: int | None) -> Any:
+    """PiperVoice.load, with the onnxruntime thread count it does not expose: the model patched
+    in memory to output phoneme alignments, as PiperVoice.load(include_alignments=True) does."""
+    import onnx
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    model = onnx.load(str(model_file))
+    try:
+        add_alignment_output(model)
+    except ValueError:  # the file already has the alignment output
+        pass
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    config = PiperConfig.from_dict(json.loads(Path(config_file).read_text(encoding="utf-8")))
+    return PiperVoice(config=config, session=session)
 
 
 def _to_audio_chunk(piper_chunk: Any, text: str) -> AudioChunk:
