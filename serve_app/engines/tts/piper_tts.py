@@ -64,9 +64,9 @@ class PiperTTS:
         length_scale: float | None = None,
         threads: int | None = None,
     ) -> None:
-        """`threads`: onnxruntime threads per synthesis (None: all cores). On a small CPU
-        shared with the LLM, 1 is faster: a sentence is synthesized while the LLM keeps
-        generating, and two threads stall each other on a contended core."""
+        """`threads`: onnxruntime threads per synthesis (None: all cores). Alone, 2 threads
+        synthesize a sentence in ~85 ms on 2 cores, 1 in ~150; with the other core busy, 2 take
+        ~190 and 1 ~145 (in the voice benchmark both gave the same reply latency)."""
         try:
             import onnx  # noqa: F401  (Piper needs it to expose phoneme timings)
             import piper  # noqa: F401
