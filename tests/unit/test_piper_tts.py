@@ -41,6 +41,15 @@ async def test_streams_one_chunk_per_sentence_with_timings(tts):
 
 
 @pytest.mark.asyncio
+async def test_one_thread_voice_speaks_with_timings():
+    tts = PiperTTS(threads=1)
+    assert tts._voice.session.get_session_options().intra_op_num_threads == 1
+    [chunk] = await _collect(tts.stream("One thread is enough."))
+    assert chunk.phonemes and sum(p.num_samples for p in chunk.phonemes) == len(chunk.samples)
+    assert np.abs(chunk.samples).max() > 3000  # speech
+
+
+@pytest.mark.asyncio
 async def test_aclose_stops_synthesis_promptly_and_engine_still_works(tts):
     gen = tts.stream(LONG_TEXT)  # about 6 s of synthesis on 2 cores if left running
     first = await gen.__anext__()
