@@ -16,7 +16,8 @@ from typing import Callable
 
 
 class Gate:
-    """Holds a turn's client events and A/V output until `open()`; an open gate passes them."""
+    """Holds a turn's client events and deferred actions until `open()` (its turn awaits
+    `wait()` before lip-sync); an open gate passes everything straight through."""
 
     def __init__(self, emit: Callable[[dict], None], opened: bool = False) -> None:
         self._emit = emit
