@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.base import FPS
+from serve_app.engines.lipsync.blink import find_eyes
 from serve_app.engines.lipsync.neural.crops import CROP_SIZE, crop_boxes, cut_crop, lower_face_mask
 
 FORMAT = 1
@@ -169,6 +170,7 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
     (out / "neural" / "crops").mkdir(parents=True)
     boxes = crop_boxes(face_boxes, (size, size))
     crops = []
+    eyes = None  # a photo's eye boxes, for blinks
     for i, (rgb, _) in enumerate(reader.frames()):
         check()
         frame = cv2.resize(rgb[cy0:cy0 + side, cx0:cx0 + side], (size, size),
@@ -178,6 +180,7 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if i == 0:
             cv2.imwrite(str(out / "thumbnail.png"), _thumbnail(bgr, face_boxes[0]))
+            eyes = find_eyes(bgr, face_boxes[0]) if reader.is_image else None
         crops.append(cut_crop(bgr, boxes[i]))
         cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crops[-1],
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -213,6 +216,8 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         "voice": None,
         "neural": neural,
     }
+    if eyes is not None:
+        manifest["eye_boxes"] = eyes
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 

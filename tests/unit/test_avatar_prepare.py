@@ -6,6 +6,7 @@ In the 512x512 original the Haar face box is about x 177..272, y 66..161, lips n
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,12 @@ def test_photo_avatar_files_and_face_box(photo_avatar):
     expect = cv2.resize(frame[ny0:ny1, nx0:nx1], (256, 256), interpolation=cv2.INTER_CUBIC)
     assert crop.shape == (256, 256, 3) and np.abs(crop.astype(int) - expect).mean() < 4
 
+    # The eyes, for blinks: one in each half of the face's upper part, above the mouth box.
+    (lx0, ly0, lx1, ly1), (rx0, ry0, rx1, ry1) = m["eye_boxes"]
+    centre = (fx0 + fx1) / 2
+    assert fx0 <= lx0 < lx1 <= centre + 5 and centre - 5 <= rx0 < rx1 <= fx1
+    assert fy0 < min(ly0, ry0) and max(ly1, ry1) < m["mouth_boxes"][0][1]
+
     mask = cv2.imread(str(photo_avatar / "mask.png"), cv2.IMREAD_GRAYSCALE)
     bx0, by0, bx1, by1 = m["mouth_boxes"][0]
     assert mask.shape == (by1 - by0, bx1 - bx0) and mask.max() == 255
@@ -139,9 +146,11 @@ def test_photo_talking_frames_differ_only_inside_the_mouth(photo_avatar):
     assert avatar.kind == "photo" and avatar.size == (512, 512)
     for v in ("D", "C", "B", "F"):
         assert_only_mouth_changes(avatar, 7, v)
-    # Closed shapes are the idle frame; a photo's idle frame is the same at every index.
+    # Closed shapes are the idle frame; a photo's idle frame is the same at every index where
+    # it does not blink.
     assert np.array_equal(avatar.frame(3, "A"), avatar.idle_frame(3))
-    assert np.array_equal(avatar.idle_frame(0), avatar.idle_frame(1234))
+    open_eyes = [i for i in range(1200, 1300) if avatar._blinker.closedness(i) == 0]
+    assert np.array_equal(avatar.idle_frame(0), avatar.idle_frame(open_eyes[-1]))
     # Wider visemes open wider: count the dark pixels of the inner mouth.
     x0, y0, x1, y1 = avatar.mouth_box(0)
     dark = {v: int((avatar.frame(0, v)[y0:y1, x0:x1].max(axis=2) < 70).sum()) for v in "XBCD"}
@@ -151,6 +160,37 @@ def test_photo_talking_frames_differ_only_inside_the_mouth(photo_avatar):
     assert avatar.frame(0, "D", out=out) is out and np.array_equal(out, avatar.frame(0, "D"))
     with pytest.raises(ValueError, match="unknown viseme 'Q'"):
         avatar.frame(0, "Q")
+
+
+def test_photo_blinks_every_few_seconds_only_inside_the_eyes(photo_avatar):
+    avatar = FaceAvatar(photo_avatar)
+    closed = [avatar._blinker.closedness(i) for i in range(250)]  # 10 s
+    starts = [i for i in range(250) if closed[i] > 0 and (i == 0 or closed[i - 1] == 0)]
+    assert 1 <= len(starts) <= 5, starts
+    shut = next(i for i in range(250) if closed[i] == 1.0)
+    still = next(i for i in range(250) if closed[i] == 0)
+    diff = changed(avatar.idle_frame(shut), avatar.idle_frame(still))
+    for x0, y0, x1, y1 in avatar._blinker.boxes:
+        # The lid covers the eye: many pixels of each eye box change...
+        assert diff[y0:y1, x0:x1].sum() > 0.2 * (x1 - x0) * (y1 - y0)
+        diff[y0:y1, x0:x1] = False
+    assert diff.sum() == 0  # ... and nothing outside them
+    assert_only_mouth_changes(avatar, shut, "D")  # talking frames blink too
+
+
+def test_eye_boxes_are_checked(tmp_path, photo_avatar, video_avatar):
+    for n, (folder, eyes, problem) in enumerate((
+        (video_avatar, [[1, 1, 9, 9], [20, 1, 29, 9]], "for photo avatars"),
+        (photo_avatar, [[1, 1, 9, 9]], "two boxes"),
+        (photo_avatar, [[1, 1, 9, 9], [500, 1, 530, 9]], "inside the 512x512 frame"),
+    )):
+        copy = tmp_path / str(n) / folder.name  # the folder's name is the avatar's id
+        shutil.copytree(folder, copy)
+        m = manifest(copy)
+        m["eye_boxes"] = eyes
+        (copy / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(ValueError, match=problem):
+            FaceAvatar(copy)
 
 
 def test_engine_renders_and_lists_face_avatars(work, photo_avatar):

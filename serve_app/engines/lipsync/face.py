@@ -1,7 +1,8 @@
 """Photo and video avatars: a real face, its mouth shaped per viseme without any model.
 
 The folder format is documented in avatars/README.md and written by serve_app.avatars.prepare.
-Idle frames ping-pong through the stored frames (a photo is one still frame). A talking frame
+Idle frames ping-pong through the stored frames (a photo is one still frame that blinks, see
+blink.py). A talking frame
 is the idle frame with only its mouth box changed: the lower lip and chin are pulled down by a
 remap, a dark inner mouth (with a hint of upper teeth) fills the opening, and the result is
 blended in through the feathered mask, which is exactly 0 on the box's edges. So talking and
@@ -10,6 +11,7 @@ idle frames of the same index differ only inside ``mouth_box(index)``.
 from __future__ import annotations
 
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 
 from serve_app.engines.lipsync.base import VISEMES
+from serve_app.engines.lipsync.blink import Blinker
 from serve_app.engines.lipsync.sprite import MANIFEST, read_manifest
 
 # Per viseme: (openness 0..1, mouth width factor). X and A are the closed rest mouth.
@@ -85,6 +88,7 @@ class FaceAvatar:
         if mask is None or mask.shape != (bh, bw):
             raise ValueError(f"{mask_path}: must be a {bw}x{bh} greyscale image, the size of "
                              "the mouth boxes")
+        self._blinker = self._load_blinker(m.get("eye_boxes"), w, h)
         self._shapes = {v: _shape(mask.astype(np.float32) / 255, mx, my, half_width, *SHAPES[v])
                         for v in VISEMES if SHAPES[v][0] > 0}
         self.thumbnail_path: Path | None = None
@@ -114,6 +118,8 @@ class FaceAvatar:
             raise ValueError(f"unknown viseme {viseme!r}; expected one of {' '.join(VISEMES)}")
         src = self.source_index(index)
         idle = self._idle(src)
+        if self._blinker is not None:
+            idle = self._blinker.apply(idle, index)
         if out is None:
             out = idle.copy()
         else:
@@ -151,6 +157,21 @@ class FaceAvatar:
         return img
 
     # ---- loading helpers ----
+
+    def _load_blinker(self, eye_boxes: object, w: int, h: int) -> Blinker | None:
+        """Photos blink where preparation found the eyes (older photo avatars have none)."""
+        if eye_boxes is None:
+            return None
+        if self.kind != "photo":
+            self._fail("'eye_boxes' is for photo avatars (a video has its own blinks)")
+        try:
+            boxes = np.array(eye_boxes, dtype=int).reshape(2, 4)
+        except (TypeError, ValueError):
+            self._fail("'eye_boxes' must be two boxes [x0, y0, x1, y1]")
+        if np.any(boxes[:, 2:] - boxes[:, :2] < 4) or np.any(boxes < 0) \
+                or np.any(boxes[:, 2] > w) or np.any(boxes[:, 3] > h):
+            self._fail(f"'eye_boxes' must be at least 4x4 and inside the {w}x{h} frame")
+        return Blinker(boxes.tolist(), seed=zlib.crc32(self.id.encode()))
 
     def _fail(self, problem: str) -> NoReturn:
         raise ValueError(f"{self._manifest_path}: {problem}")
