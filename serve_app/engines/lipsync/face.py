@@ -137,6 +137,10 @@ class FaceAvatar:
     def idle_frame(self, index: int) -> np.ndarray:
         return self.frame(index, "X")
 
+    def stored_frame(self, src: int) -> np.ndarray:
+        """Stored frame ``src`` as prepared (no blink), for model inputs; do not modify it."""
+        return self._idle(src)
+
     def mouth_box(self, index: int) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1), exclusive ends: the only pixels of frame ``index`` that depend on
         the viseme."""

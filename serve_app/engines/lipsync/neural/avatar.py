@@ -41,7 +41,7 @@ class NeuralAvatar:
             crops = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]  # stored as BGR
         else:
             log.info("avatar %s has no stored crops: cutting them from its frames", self.id)
-            crops = [cut_crop(cv2.cvtColor(self.face.idle_frame(i), cv2.COLOR_RGB2BGR), self.boxes[i])
+            crops = [cut_crop(cv2.cvtColor(self.face.stored_frame(i), cv2.COLOR_RGB2BGR), self.boxes[i])
                      for i in range(n)]
         size = crop_size
         self.crops = np.stack([c if c.shape[0] == size else
