@@ -124,9 +124,17 @@ async def reply(
             conversation.record(text, answer)
             # Off the critical path (the avatar is still speaking): the next prompt's prefix
             # changed (an interrupted reply, a trimmed history), have the LLM read it now.
-            _in_background(llm.prefill.remote(conversation.prefix(), max_tokens), "LLM prefill")
+            prefill(llm, conversation, max_tokens)
 
         when_committed(commit)
+
+
+def prefill(llm: Any, conversation: Conversation, max_tokens: int | None) -> None:
+    """Have the LLM read what the next prompt starts with, in the background (see
+    LLMEngine.prefill): after each exchange, and at the start of a session (the system prompt),
+    so the first question does not pay for reading it."""
+    if messages := conversation.prefix():
+        _in_background(llm.prefill.remote(messages, max_tokens), "LLM prefill")
 
 
 _background: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks

@@ -22,7 +22,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from actors.conversation import Conversation, reply
+from actors.conversation import Conversation, prefill, reply
 from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
 from actors.listener import MicListener, shorten_jitter_buffer
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
@@ -106,6 +106,7 @@ class SessionActor:
         self._voice = character.voice
         self._character = character
         self._conversation = Conversation(character, self._profile.llm.history_turns)
+        prefill(self._stages.llm, self._conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
         self._clock = MediaClock(
