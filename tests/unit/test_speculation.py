@@ -6,7 +6,9 @@ import asyncio
 from actors.speculation import Gate
 
 
-async def test_closed_gate_holds_events_and_actions_until_it_opens():
+async def test_closed_gate_holds_events_and_actions_until_it_opens(monkeypatch):
+    clock = iter([1000.0, 1000.5, 2000.0, 2000.5])  # time.time() at each emit, then later
+    monkeypatch.setattr("actors.speculation.time.time", lambda: next(clock))
     sent, done = [], []
     gate = Gate(sent.append)
     gate.emit({"type": "user_transcript", "text": "hi"})
@@ -19,7 +21,7 @@ async def test_closed_gate_holds_events_and_actions_until_it_opens():
     gate.open()
     await waiter
     assert [e["type"] for e in sent] == ["user_transcript", "assistant_text"]
-    assert [e["t"] for e in sent] == stamps
+    assert [e["t"] for e in sent] == stamps == [1000000, 1000500]
     assert done == ["recorded"]
     gate.emit({"type": "state"})  # open: straight through
     gate.when_open(lambda: done.append("again"))
