@@ -88,6 +88,7 @@ class MicListener:
         self._task = asyncio.get_running_loop().create_task(self._run(track))
 
     def stop(self) -> None:
+        self.discard_speculation()
         if self._task is not None:
             self._task.cancel()
 
@@ -95,7 +96,7 @@ class MicListener:
         if mode not in MODES:
             raise ValueError(f"unknown mic mode {mode!r}; use one of {MODES}")
         self.mode = mode
-        self._discard_early()
+        self.discard_speculation()
         self._detector.reset()
         self._stream_s = 0.0  # the detector's clock restarts with it
         self._ptt = None
@@ -142,11 +143,12 @@ class MicListener:
         elif isinstance(event, SpeechEnd):
             ended_at = time.monotonic() - (self._stream_s - event.t_end_s)
             if event.truncated:
-                self._discard_early()  # cut mid-speech: the pause audio is not this utterance
+                self.discard_speculation()  # cut mid-speech: the pause audio is not this utterance
             early, self._early = self._early, None
             await self._on_utterance(event.audio, ended_at, event.truncated, early)
 
-    def _discard_early(self) -> None:
+    def discard_speculation(self) -> None:
+        """Abort the reply started in the current pause, if any."""
         if self._early is not None:
             self._early.abort()
             self._early = None
@@ -166,4 +168,4 @@ class MicListener:
             ended_at = time.monotonic() - pause
             self._early = self._on_pause(self._detector.utterance_audio(), ended_at)
         elif pause == 0:  # the user went on talking
-            self._discard_early()
+            self.discard_speculation()

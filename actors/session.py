@@ -79,7 +79,6 @@ class SessionActor:
         self._channel = None
         self._pending_events: list[str] = []
         self._turn: Turn | None = None
-        self._speculation: Turn | None = None  # a reply to a pause, not yet confirmed
         self._speculations = {"started": 0, "confirmed": 0}
         self._greeted = False
         self._activated = 0.0
@@ -129,10 +128,8 @@ class SessionActor:
         log.info("session %s closing: %s", self.id, reason)
         if self._turn is not None:
             await self._turn.cancel()
-        if self._speculation is not None:
-            self._speculation.abort()
         if self._listener is not None:
-            self._listener.stop()
+            self._listener.stop()  # also aborts a reply started in a pause
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         if self._pc is not None:
@@ -231,8 +228,9 @@ class SessionActor:
             except (KeyError, ValueError) as exc:
                 raise InvalidChoice(str(exc.args[0] if exc.args else exc)) from None
         await self._interrupt()
-        if self._speculation is not None:  # it would answer with the old face or voice
-            self._speculation.abort()  # (a confirmed pause then gets a fresh reply)
+        # A reply started in a pause would answer with the old face or voice; if the pause
+        # then ends the utterance, it gets a fresh reply.
+        self._listener.discard_speculation()
         self._avatar_id = avatar or self._avatar_id
         self._voice = voice or self._voice
         self._emit({"type": "session", "avatar": self._avatar_id, "voice": self._voice})
@@ -348,7 +346,6 @@ class SessionActor:
         if early is not None and not early.cancelled:  # the reply to this pause is under way
             turn = early
             turn.marks.rebase(ended_at)
-            self._speculation = None
             self._count_speculation("confirmed")
             self._adopt(turn)
         else:
@@ -361,7 +358,6 @@ class SessionActor:
         marks = Marks("speech_end", started=ended_at)
         turn = self._new_turn(self._reply_source(audio=audio), marks, Gate(self._emit))
         turn.start()
-        self._speculation = turn
         self._count_speculation("started")
         return turn
 

@@ -73,8 +73,8 @@ class Turn:
         clock: MediaClock,
         chunk_frames: int,
         on_error: Callable[[str], None],
+        gate: Gate,
         audio_context: tuple[int, int] = (0, 0),
-        gate: Gate | None = None,
     ) -> None:
         self.id = turn_id
         self._sentences = sentences
@@ -160,8 +160,7 @@ class Turn:
             await self._queue_frames(ready, visemes)
 
     async def _queue_frames(self, part: ReplyChunk, visemes: VisemeTrack) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
+        await self.gate.wait()
         n = part.n
         chunk = LipSyncChunk(
             avatar_id=self._avatar_id,

@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -33,22 +32,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import loadavg, print_machine, server, write_results  # noqa: E402
+from sessions import SPEECH_RMS, loadavg, med, print_machine, r, server, write_results  # noqa: E402
 
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
 
-SPEECH_RMS = 300.0
 VISEME_CYCLE = "XABCDEFGHXBCDCBAEFX"  # a mix of all shapes, with rests and closures
 SAY = "Hello there, how are you today?"
-
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def r(x, nd=1):
-    return None if x is None else round(x, nd)
 
 
 def wait_for_quiet(limit: float, max_wait: float) -> list[float]:

@@ -118,7 +118,7 @@ class AvatarSettings(_Strict):
     @field_validator("source_dirs")
     @classmethod
     def _absolute_dirs(cls, paths: list[Path]) -> list[Path]:
-        return [(p if p.is_absolute() else PROJECT_ROOT / p).resolve() for p in paths]
+        return [resolve(p).resolve() for p in paths]
 
     # Name of the environment variable holding the admin token; unset -> uploads are refused.
     admin_token_env: str = "DH_ADMIN_TOKEN"
@@ -185,7 +185,8 @@ def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
 
 
 def resolve(path: str | Path) -> Path:
-    path = Path(path)
+    """Config paths are relative to the project root (Serve workers run elsewhere); ~ is home."""
+    path = Path(path).expanduser()
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 

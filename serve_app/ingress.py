@@ -26,12 +26,12 @@ from ray import serve
 
 from actors.errors import CapacityError, SessionError, SessionNotFound
 from actors.session import actor_name
-from serve_app.avatars.prepare import AvatarError, validate_id
+from serve_app.avatars.prepare import AVATAR_ID, AvatarError, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 
 WEB_DIR = PROJECT_ROOT / "web"
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
-SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SAFE_ID = AVATAR_ID  # avatar and character ids: 1-64 letters, digits, "-" or "_" (fullmatch)
 
 app = FastAPI(
     title="Digital Human",
@@ -129,7 +129,7 @@ class Ingress:
     @app.get("/api/avatars/{avatar_id}/thumbnail", response_class=FileResponse)
     def thumbnail(self, avatar_id: str) -> FileResponse:
         path = self._profile.avatars_dir / avatar_id / "thumbnail.png"
-        if not SAFE_ID.match(avatar_id) or not path.is_file():
+        if not SAFE_ID.fullmatch(avatar_id) or not path.is_file():
             raise HTTPException(404, f"no thumbnail for avatar {avatar_id!r}")
         return FileResponse(path, media_type="image/png")
 
@@ -167,7 +167,11 @@ class Ingress:
         if path is not None:
             source = self._allowed_source(path)
             job = await self._jobs.start_path.remote(str(source), avatar_id, name)
-            return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+        else:
+            job = await self._jobs.start.remote(*await self._read_upload(file), avatar_id, name)
+        return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+
+    async def _read_upload(self, file: UploadFile) -> tuple[bytes, str]:
         kind = (file.content_type or "").split("/")[0]
         if kind not in ("image", "video"):
             raise HTTPException(415, f"expected an image or a video, got {file.content_type or 'no content type'}")
@@ -177,8 +181,7 @@ class Ingress:
             raise HTTPException(413, f"upload is over the {self._profile.avatars.max_upload_mb:g} MB limit")
         if not data:
             raise HTTPException(422, "the uploaded file is empty")
-        job = await self._jobs.start.remote(data, file.filename or "upload", avatar_id, name)
-        return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+        return data, file.filename or "upload"
 
     def _allowed_source(self, path: str) -> Path:
         """`path` resolved (links followed), if it is a media file inside an allowed folder."""
@@ -218,7 +221,7 @@ class Ingress:
     @app.delete("/api/avatars/{avatar_id}", status_code=204)
     async def delete_avatar(self, avatar_id: str, authorization: str | None = Header(None)) -> Response:
         self._require_admin(authorization)
-        if not SAFE_ID.match(avatar_id) or not (self._profile.avatars_dir / avatar_id).is_dir():
+        if not SAFE_ID.fullmatch(avatar_id) or not (self._profile.avatars_dir / avatar_id).is_dir():
             raise HTTPException(404, f"no avatar {avatar_id!r}")
         if avatar_id == self._profile.default_avatar:
             raise HTTPException(409, f"{avatar_id!r} is the default avatar; it cannot be deleted")
@@ -239,7 +242,7 @@ class Ingress:
     async def create_session(self, body: SessionCreate | None = None) -> dict:
         body = body or SessionCreate()
         for kind, value in (("avatar", body.avatar), ("character", body.character)):
-            if value is not None and not SAFE_ID.match(value):
+            if value is not None and not SAFE_ID.fullmatch(value):
                 raise HTTPException(422, f"{kind} id must be 1-64 letters, digits, '-' or '_'")
         created = await self._manager.create.remote(body.avatar, body.character)
         return {**created, "ice_servers": self._ice_servers()}
@@ -292,7 +295,7 @@ class Ingress:
     ) -> dict:
         """Switch avatar and/or voice mid-session, without reconnecting."""
         session = self._session(session_id)
-        if body.avatar is not None and not SAFE_ID.match(body.avatar):
+        if body.avatar is not None and not SAFE_ID.fullmatch(body.avatar):
             raise HTTPException(422, "avatar id must be 1-64 letters, digits, '-' or '_'")
         return await session.update.remote(_bearer(authorization), body.avatar, body.voice)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .prepare import AvatarError, prepare_avatar
 
-STAGES = ("reading", "detecting", "writing")
+STAGES = ("reading", "detecting", "writing", "encoding")  # "encoding": with --musetalk-models
 BAR = 30
 
 

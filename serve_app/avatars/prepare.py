@@ -28,7 +28,7 @@ import numpy as np
 
 from serve_app.engines.lipsync.base import FPS
 from serve_app.engines.lipsync.blink import find_eyes
-from serve_app.engines.lipsync.neural.crops import CROP_SIZE, crop_boxes, cut_crop, lower_face_mask
+from serve_app.engines.lipsync.neural.crops import CROP_SIZE, LATENTS_FILE, crop_boxes, cut_crop, lower_face_mask
 
 FORMAT = 1
 AVATAR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -49,7 +49,6 @@ BOX_ABOVE, BOX_BELOW = 0.20, 0.36
 Progress = Callable[[str, float], None]
 # Neural reference latents for a batch of crops: (n, 256, 256, 3) uint8 BGR -> (n, ...) array.
 Encoder = Callable[[np.ndarray], np.ndarray]
-LATENTS_FILE = "neural/musetalk_latents.npy"
 
 
 class AvatarError(Exception):
@@ -181,9 +180,11 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         if i == 0:
             cv2.imwrite(str(out / "thumbnail.png"), _thumbnail(bgr, face_boxes[0]))
             eyes = find_eyes(bgr, face_boxes[0]) if reader.is_image else None
-        crops.append(cut_crop(bgr, boxes[i]))
-        cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crops[-1],
+        crop = cut_crop(bgr, boxes[i])
+        cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crop,
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if encoder is not None:
+            crops.append(crop)  # kept only for the encoder (a 20 s clip's crops are ~100 MB)
         report("writing", (i + 1) / n)
     # The soft lower-face mask the engines blend their output through (crop coordinates).
     cv2.imwrite(str(out / "neural" / "mask.png"), np.rint(255 * lower_face_mask(CROP_SIZE)).astype(np.uint8))

@@ -24,6 +24,7 @@ from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.viseme_engine import approx_nbytes
 
 MAX_AVATARS_PER_REPLICA = 8
+_DEFAULT = LipSyncBatching()  # until a user_config says otherwise
 
 
 @serve.deployment(name="LipSync")
@@ -31,8 +32,8 @@ class LipSyncDeployment:
     def __init__(self, backend: str, options: dict, avatars_dir: Path) -> None:
         self.engine = create_lipsync_engine(backend, avatars_dir=avatars_dir, **options)
         self._loaded: dict[str, int] = {}  # avatar id -> bytes, for the cache report
-        self._batching = LipSyncBatching()
-        self._batches: deque[int] = deque(maxlen=256)  # recent batch sizes, for /api/health and tests
+        self._batching = _DEFAULT
+        self._batches: deque[int] = deque(maxlen=32)  # recent batch sizes, for /api/health and tests
 
     def reconfigure(self, user_config: dict) -> None:
         try:
@@ -52,7 +53,7 @@ class LipSyncDeployment:
     async def render(self, chunk: LipSyncChunk) -> np.ndarray:
         return await self._render_batch(chunk)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=_DEFAULT.max_batch_size, batch_wait_timeout_s=_DEFAULT.batch_wait_timeout_s)
     async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:
         slots = [await self._avatar(c.avatar_id) for c in chunks]
         self._batches.append(len(chunks))
@@ -72,7 +73,7 @@ class LipSyncDeployment:
             "avatars": dict(self._loaded),
             "max_avatars": MAX_AVATARS_PER_REPLICA,
             "batching": self._batching.model_dump(),
-            "recent_batch_sizes": list(self._batches)[-32:],
+            "recent_batch_sizes": list(self._batches),
         }
 
 

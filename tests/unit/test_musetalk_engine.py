@@ -5,7 +5,6 @@ through the session's chunking with the engine's context and look-ahead."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,6 @@ from serve_app.engines.lipsync.neural.musetalk import write_random_weights
 from serve_app.engines.lipsync.neural.weights import WeightsError
 from tests.unit.neural_support import stream_reply
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 

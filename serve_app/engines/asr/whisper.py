@@ -63,9 +63,9 @@ class FasterWhisperASR:
         cpu_threads: int = 1,
         fitted_window: bool = True,
     ) -> None:
-        """`fitted_window`: encode only the utterance, not a padded 30 s window (about 5x
-        faster on a CPU, slightly less accurate; see whisper_window.py). CPU only: on a GPU the
-        full window is cheap."""
+        """`fitted_window`: encode only the utterance, not a padded 30 s window (about 3x
+        faster on a CPU at the same word error rate in bench/asr_window.py; see
+        whisper_window.py). CPU only: on a GPU the full window is cheap."""
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:

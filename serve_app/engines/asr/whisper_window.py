@@ -27,28 +27,28 @@ class FittedWindow:
     """Transcribes with a fitted encoder window; `None` means "use the full window"."""
 
     def __init__(self, model) -> None:
-        import ctranslate2
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-
         self._model = model
-        self._storage = ctranslate2.StorageView.from_array
-        self._compression = get_compression_ratio
         self._frames = model.feature_extractor.nb_max_frames
         padding = np.zeros((model.model.n_mels, self._frames), np.float32)  # how faster-whisper pads
         self._padding = np.array(model.encode(padding))  # (1, positions, width)
         self._tokenizers: dict[str, tuple] = {}
 
-        def tokenizer(language: str) -> tuple:
-            if language not in self._tokenizers:
-                t = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, "transcribe", language)
-                prompt = [*t.sot_sequence, t.no_timestamps]
-                self._tokenizers[language] = (t, prompt, list(get_suppressed_tokens(t, [-1])))
-            return self._tokenizers[language]
+    def _tokenizer(self, language: str) -> tuple:
+        """(tokenizer, prompt, suppressed tokens) for `language`, made once."""
+        if language not in self._tokenizers:
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
 
-        self._tokenizer = tokenizer
+            model = self._model
+            t = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, "transcribe", language)
+            self._tokenizers[language] = (t, [*t.sot_sequence, t.no_timestamps],
+                                          list(get_suppressed_tokens(t, [-1])))
+        return self._tokenizers[language]
 
     def transcribe(self, audio: np.ndarray, language: str | None, beam_size: int) -> str | None:
+        import ctranslate2
+        from faster_whisper.transcribe import get_compression_ratio
+
         if language is None:
             if self._model.model.is_multilingual:
                 return None  # language detection wants the full window
@@ -66,7 +66,7 @@ class FittedWindow:
         # Cap the text at a generous 8 tokens per second of audio: a loop stops early.
         cap = min(self._model.max_length - len(prompt), 16 + int(8 * len(audio) / 16000))
         result = self._model.model.generate(
-            self._storage(encoding),
+            ctranslate2.StorageView.from_array(encoding),
             [prompt],
             beam_size=beam_size,
             max_length=len(prompt) + cap,
@@ -77,7 +77,7 @@ class FittedWindow:
         )[0]
         tokens = result.sequences_ids[0]
         text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
-        if len(tokens) >= cap or self._compression(text) > COMPRESSION_LIMIT:
+        if len(tokens) >= cap or get_compression_ratio(text) > COMPRESSION_LIMIT:
             return None
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from serve_app.engines.lipsync.sprite import _mix
+
 # Closedness of the eyes over one blink, a frame (40 ms) each: down fast, up slower.
 BLINK = (0.55, 1.0, 1.0, 0.6, 0.25)
 # Blinks start once per window of this many frames, at a pseudo-random frame in its first
@@ -49,7 +51,7 @@ class Blinker:
 
     def closedness(self, index: int) -> float:
         window, at = divmod(index, WINDOW_FRAMES)
-        start = _hash(window, self._seed) % (WINDOW_FRAMES - len(BLINK) - 30)
+        start = _mix(self._seed, window) % (WINDOW_FRAMES - len(BLINK) - 30)
         k = at - start
         return BLINK[k] if 0 <= k < len(BLINK) else 0.0
 
@@ -81,11 +83,3 @@ class Blinker:
             mask *= np.clip(edge / 2, 0, 1)  # exactly 0 on the box's border
             self._warps[key] = (xx, (yy - pull).astype(np.float32), mask[..., None])
         return self._warps[key]
-
-
-def _hash(window: int, seed: int) -> int:
-    """A small deterministic integer hash (Python's hash() of ints is not mixed enough)."""
-    x = (window * 0x9E3779B1 + seed * 0x85EBCA6B) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
-    return x ^ (x >> 12)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 CROP_SIZE = 256  # stored crops; Wav2Lip-96 scales them down
+LATENTS_FILE = "neural/musetalk_latents.npy"  # MuseTalk reference latents, when stored
 CHIN_PAD = 0.12  # Haar boxes stop near the chin; the models were trained on boxes below it
 
 

@@ -13,19 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from serve_app.config import PROJECT_ROOT
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.neural.avatar import NeuralAvatar
 from serve_app.engines.lipsync.neural.crops import paste
 from serve_app.engines.lipsync.viseme_engine import VisemeLipSyncEngine, fade_weights
 
 log = logging.getLogger(__name__)
-
-
-def resolve(path: str | Path) -> Path:
-    """Config paths are relative to the project root (Serve workers run elsewhere)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 class NeuralLipSyncEngine:

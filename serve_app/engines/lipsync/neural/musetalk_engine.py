@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from serve_app.config import resolve
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME
 from serve_app.engines.lipsync.neural.avatar import NeuralAvatar
-from serve_app.engines.lipsync.neural.engine import NeuralLipSyncEngine, pad_to, resolve, segment_of
+from serve_app.engines.lipsync.neural.crops import LATENTS_FILE
+from serve_app.engines.lipsync.neural.engine import NeuralLipSyncEngine, pad_to, segment_of
 
 try:
     from serve_app.engines.lipsync.neural import musetalk
@@ -24,7 +26,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
                       f"pip install -e '.[neural]' ({exc})") from exc
 
 log = logging.getLogger(__name__)
-LATENTS_FILE = "neural/musetalk_latents.npy"
 
 
 def muse_paths(models_dir: str | Path = "models", **override: str | None) -> musetalk.MuseTalkPaths:

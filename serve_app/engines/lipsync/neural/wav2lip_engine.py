@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from serve_app.config import resolve
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME
 from serve_app.engines.lipsync.neural import mel
-from serve_app.engines.lipsync.neural.engine import NeuralLipSyncEngine, pad_to, resolve, segment_of
+from serve_app.engines.lipsync.neural.engine import NeuralLipSyncEngine, pad_to, segment_of
 from serve_app.engines.lipsync.neural.weights import pick_device
 
 try:
