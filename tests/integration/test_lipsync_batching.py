@@ -76,13 +76,14 @@ async def test_chunks_from_many_sessions_share_one_batch(setup):
         assert frames.shape == (5, 512, 512, 3)
         assert np.abs(frames.astype(int) - local.render(chunk)).max() <= 1
 
-    # Batching is tuned on the running replica: one chunk per call now.
+    # A new user_config (through `reconfigure`) sets the batching: one chunk per call now. Here
+    # `serve.run` of a rebuilt app replaces the replica; a declarative deploy (`serve deploy`)
+    # that changes only user_config reconfigures the running one.
     handle, _ = deploy(setup, {"max_batch_size": 1, "batch_wait_timeout_s": 0.0})
     await asyncio.gather(*(
         handle.options(multiplexed_model_id=c.avatar_id).render.remote(c) for c in chunks[:4]))
     cache = await handle.cache.remote()
     assert cache["batching"]["max_batch_size"] == 1 and cache["recent_batch_sizes"][-4:] == [1, 1, 1, 1]
-    assert len(cache["recent_batch_sizes"]) > 4  # the same replica: the first batches are still there
 
     with pytest.raises(Exception, match="max_batch_size"):
         deploy(setup, {"max_batch_size": 0})
