@@ -23,14 +23,27 @@ async def bystander(app_url):
 
 
 @pytest.fixture(scope="session")
-def degraded_url(app_url) -> str:
+async def degraded_url(app_url) -> str:
     """tests/fixtures/degraded.yaml beside the main app: ASR and LLM point at a closed port,
     avatars may be prepared from a server-side folder, and lip-sync is Wav2Lip (random
-    weights saved in the official layout, with trained-looking batch-norm statistics)."""
+    weights saved in the official layout, with trained-looking batch-norm statistics).
+
+    Built and deployed in a thread: this takes tens of seconds, and a blocked event loop
+    would starve the peers of the sessions already open in it (a bystander's ICE consent
+    checks go unanswered and the server rightly ends its session)."""
+    import asyncio
+
+    from ray import serve
+
+    await asyncio.to_thread(_deploy_degraded)
+    yield f"{app_url}/degraded"
+    await asyncio.to_thread(serve.delete, "degraded")
+
+
+def _deploy_degraded() -> None:
     from pathlib import Path
 
     import torch
-    from ray import serve
 
     from serve_app.app import build_app
     from serve_app.engines.lipsync.neural.wav2lip import Wav2Lip, save_official_checkpoint
@@ -44,7 +57,4 @@ def degraded_url(app_url) -> str:
             m.running_var.uniform_(0.5, 1.5)
     Path("/tmp/dh-test-models").mkdir(exist_ok=True)
     save_official_checkpoint(model, Path("/tmp/dh-test-models/wav2lip.pth"))
-
     run_app(build_app({"profile": "tests/fixtures/degraded.yaml"}), "degraded", "/degraded", timeout_s=120)
-    yield f"{app_url}/degraded"
-    serve.delete("degraded")

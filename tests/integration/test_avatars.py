@@ -2,6 +2,7 @@
 bad uploads get clear errors and leave nothing on disk; serving goes on throughout."""
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from pathlib import Path
@@ -119,7 +120,8 @@ async def test_failed_and_cancelled_preparations_leave_nothing(http, bystander):
     assert job["state"] == "failed" and "image or video" in job["error"], job
 
     cancelled = f"clip-{uuid.uuid4().hex[:6]}"
-    response = await upload(http, cancelled, mp4(skdata.astronaut(), 8.0), "video/mp4")
+    clip = await asyncio.to_thread(mp4, skdata.astronaut(), 8.0)  # seconds of encoding: off the loop
+    response = await upload(http, cancelled, clip, "video/mp4")
     job_id = response.json()["job_id"]
     assert (await http.delete(f"/api/avatars/jobs/{job_id}", headers=admin())).status_code == 200
     job = await finished(http, job_id)
