@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import numpy as np
 
+from actors import deadline
+from actors.errors import StageFailed, public_reason
 from actors.turn import Marks
 from serve_app.config import Character
 from serve_app.engines.llm.sentences import SentenceSplitter
@@ -57,12 +59,6 @@ class Conversation:
         return len(self._history) // 2
 
 
-def _cause(exc: BaseException) -> str:
-    # Ray wraps remote errors; the original (e.g. LLMUnavailable) carries the useful message.
-    cause = getattr(exc, "cause", None) or exc
-    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-
-
 async def reply(
     *,
     audio: np.ndarray | None = None,
@@ -74,6 +70,7 @@ async def reply(
     marks: Marks,
     emit: Emit,
     max_tokens: int | None,
+    timeouts: Mapping[str, float],
     min_words: int = 1,
     when_committed: Callable[[Callable[[], None]], None] = lambda action: action(),
 ) -> AsyncIterator[str]:
@@ -82,11 +79,9 @@ async def reply(
     reply's gate: recorded once confirmed, never if it is discarded)."""
     if audio is not None:
         try:
-            transcript = await asr.transcribe.remote(audio)
-        except Exception as exc:
-            log.warning("ASR failed: %s", exc)
-            emit({"type": "error", "stage": "asr", "turn_id": turn_id,
-                  "message": f"speech recognition failed: {_cause(exc)}"})
+            transcript = await deadline.call("asr", asr.transcribe.remote(audio), timeouts["asr"])
+        except StageFailed as exc:
+            emit({"type": "error", "stage": exc.stage, "turn_id": turn_id, "message": str(exc)})
             yield conversation.character.apology_asr
             return
         marks.mark("asr_done")
@@ -94,7 +89,8 @@ async def reply(
         emit({"type": "user_transcript", "turn_id": turn_id, "text": text})
         if len(text.split()) < min_words and not _has_cjk(text):
             return  # noise or a cough: nothing to answer
-    stream = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens)
+    response = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens)
+    stream = deadline.stream("llm", response, timeouts["llm"])
     splitter = SentenceSplitter()
     said: list[str] = []
     generated: list[str] = []
@@ -111,13 +107,12 @@ async def reply(
             said.append(sentence)
             yield sentence
         finished = True
-    except Exception as exc:
-        log.warning("LLM failed: %s", exc)
-        emit({"type": "error", "stage": "llm", "turn_id": turn_id, "message": f"the language model failed: {_cause(exc)}"})
+    except StageFailed as exc:
+        emit({"type": "error", "stage": exc.stage, "turn_id": turn_id, "message": str(exc)})
         if not said:
             yield conversation.character.apology_llm
     finally:
-        stream.cancel()  # barge-in: stop generating on the LLM replica
+        await stream.aclose()  # barge-in: stop generating on the LLM replica
         answer = "".join(generated).strip() if finished else " ".join(said)
 
         def commit() -> None:
@@ -147,7 +142,7 @@ def _in_background(response: Any, what: str) -> None:
         try:
             await response
         except Exception as exc:  # an optimisation failed; the next turn just runs slower
-            log.info("%s failed: %s", what, _cause(exc))
+            log.info("%s failed: %s", what, public_reason(exc))
 
     task = asyncio.get_running_loop().create_task(wait())
     _background.add(task)

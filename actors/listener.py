@@ -81,6 +81,7 @@ class MicListener:
         self._max_samples = int(max_utterance_s * SAMPLE_RATE)
         self.mode = "hands_free"
         self._ptt: list[np.ndarray] | None = None  # audio while the talk button is held
+        self._ptt_samples = 0  # bounded by max_utterance_s
         self._stream_s = 0.0  # seconds of mic audio seen, the detector's clock
         self._task: asyncio.Task | None = None
 
@@ -106,17 +107,21 @@ class MicListener:
         if self.mode != "push_to_talk":
             return False
         if down and self._ptt is None:
-            self._ptt = []
+            self._ptt, self._ptt_samples = [], 0
             await self._on_speech_start()
         elif not down and self._ptt is not None:
-            audio = np.concatenate(self._ptt) if self._ptt else np.zeros(0, np.float32)
-            self._ptt = None
-            if len(audio):
-                await self._on_utterance(
-                    audio[: self._max_samples], time.monotonic(), len(audio) > self._max_samples, None
-                )
-                return True
+            return await self._release(truncated=False)
         return False
+
+    async def _release(self, truncated: bool) -> bool:
+        """End the push-to-talk utterance: on release, or when it reaches the length limit
+        (held longer, the button's audio is dropped until it is pressed again)."""
+        audio = np.concatenate(self._ptt)[: self._max_samples] if self._ptt else np.zeros(0, np.float32)
+        self._ptt = None
+        if not len(audio):
+            return False
+        await self._on_utterance(audio, time.monotonic(), truncated, None)
+        return True
 
     async def _run(self, track) -> None:
         resampler: StreamResampler | None = None
@@ -131,6 +136,9 @@ class MicListener:
                 if self.mode == "push_to_talk":
                     if self._ptt is not None:
                         self._ptt.append(audio)
+                        self._ptt_samples += len(audio)
+                        if self._ptt_samples >= self._max_samples:
+                            await self._release(truncated=True)
                     continue
                 for event in self._detector.push(audio):
                     await self._handle(event)

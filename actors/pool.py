@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RemoteSession = ray.remote(SessionActor)
 CLOSE_TIMEOUT_S = 5.0
+ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when healthy)
 
 
 @dataclass
@@ -65,7 +66,11 @@ class SessionPool:
         self._starting += 1
         try:
             session_id, handle = self._spawn()
-            await handle.ready.remote()
+            try:
+                await asyncio.wait_for(handle.ready.remote(), ACTOR_CALL_TIMEOUT_S)
+            except BaseException:
+                ray.kill(handle, no_restart=True)  # never leave a half-started actor behind
+                raise
             return session_id, handle
         finally:
             self._starting -= 1
@@ -113,11 +118,19 @@ class SessionPool:
             session_id, handle = self._warm.pop() if self._warm else await self._start_one()
             token = secrets.token_urlsafe(32)
             try:
-                info = await handle.activate.remote(
+                info = await asyncio.wait_for(handle.activate.remote(
                     token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id]
-                )
+                ), ACTOR_CALL_TIMEOUT_S)
             except InvalidChoice:
-                self._warm.append((session_id, handle))  # still clean: reuse it
+                self._warm.append((session_id, handle))  # refused before any change: reuse it
+                raise
+            except BaseException as exc:
+                ray.kill(handle, no_restart=True)  # activation failed half-way: nothing is left
+                self.fill()
+                if isinstance(exc, Exception):
+                    log.warning("session actor activation failed: %r", exc)
+                    raise CapacityError("could not start a session; retry later",
+                                        self._settings.retry_after_s) from None
                 raise
         finally:
             self._creating -= 1
@@ -159,12 +172,6 @@ class SessionPool:
         ray.kill(active.handle, no_restart=True)
         self._report()
         self.fill()
-
-    async def stats(self) -> list[dict]:
-        results = await asyncio.gather(
-            *(a.handle.stats.remote() for a in self._active.values()), return_exceptions=True
-        )
-        return [r for r in results if isinstance(r, dict)]
 
     async def shutdown(self) -> None:
         for session_id, active in list(self._active.items()):

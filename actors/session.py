@@ -23,10 +23,14 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from actors.conversation import Conversation, prefill, reply
-from actors.errors import BadRequest, InvalidChoice, SessionConflict, SessionForbidden, SessionNotFound
+from actors.errors import (
+    BadRequest, InvalidChoice, RateLimited, SessionConflict, SessionForbidden, SessionNotFound,
+)
 from actors.listener import MicListener, shorten_jitter_buffer
 from actors.media import AvatarAudioTrack, AvatarVideoTrack, AVUnit, MediaClock
 from actors.metrics import FrameCounters, record_marks, speculative_replies
+from actors.offer_checks import check_offer
+from actors.rate_limit import TokenBucket
 from actors.speculation import Gate
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
@@ -87,6 +91,11 @@ class SessionActor:
         self._watchdog: asyncio.Task | None = None
         self._close_reason = ""
         self._frame_counters = FrameCounters()
+        self._turn_requests = TokenBucket(self._settings.turn_requests_per_min / 60, self._settings.turn_requests_burst)
+        self._control_rate = TokenBucket(self._settings.control_messages_per_s,
+                                         max(1, int(self._settings.control_messages_per_s)))
+        self._control_dropped = 0  # data-channel messages over the size or rate limit, or malformed
+        self._timeouts = {stage: getattr(profile, stage).timeout_s for stage in ("asr", "llm", "tts", "lipsync")}
 
     # --- lifecycle --------------------------------------------------------------------
     async def ready(self) -> bool:
@@ -122,8 +131,8 @@ class SessionActor:
         return await asyncio.shield(self._closed)
 
     async def close(self, reason: str = "closed") -> None:
-        if self._closed is None or self._closed.done():
-            return
+        if self._closed is None or self._closed.done() or self._close_reason:
+            return  # idempotent: a second close (DELETE racing a hang-up) does nothing
         self._close_reason = reason
         log.info("session %s closing: %s", self.id, reason)
         if self._turn is not None:
@@ -164,10 +173,21 @@ class SessionActor:
             raise SessionForbidden()
         self._last_activity = time.monotonic()
 
+    def _rate_limit(self) -> None:
+        """say, ask and PATCH: each may start work on the model replicas."""
+        wait = self._turn_requests.take()
+        if wait:
+            raise RateLimited(
+                f"too many requests for this session (limit {self._settings.turn_requests_per_min:g} a minute); "
+                "slow down", max(1, round(wait)))
+
     async def offer(self, token: str | None, sdp: str, sdp_type: str = "offer") -> dict:
         self._authorize(token)
         if self._pc is not None:
             raise SessionConflict("this session already has a peer connection; create a new session")
+        sdp, dropped = check_offer(sdp, self._settings.max_offer_candidates, self._settings.candidate_networks)
+        if dropped:
+            log.info("session %s: %d ICE candidates outside candidate_networks dropped", self.id, dropped)
         pc = RTCPeerConnection(self._ice_configuration())
 
         @pc.on("connectionstatechange")
@@ -202,11 +222,13 @@ class SessionActor:
 
     async def say(self, token: str | None, text: str) -> dict:
         self._authorize(token)
+        self._rate_limit()
         return await self._start_turn(text, interrupt=True)
 
     async def ask(self, token: str | None, text: str) -> dict:
         """A typed message to the character: answered by the LLM, like a spoken one."""
         self._authorize(token)
+        self._rate_limit()
         await self._interrupt()
         turn = self._start_reply(Marks("request"), text=text)
         return {"turn_id": turn.id}
@@ -218,6 +240,7 @@ class SessionActor:
     async def update(self, token: str | None, avatar: str | None, voice: str | None) -> dict:
         """Switch avatar and/or voice. A reply in progress is cut: its frames show the old face."""
         self._authorize(token)
+        self._rate_limit()
         if voice is not None:
             voices = await self._stages.tts.voices.remote()
             if voice not in voices:
@@ -257,6 +280,7 @@ class SessionActor:
             "speech_frames": clock.speech_frames if clock else 0,
             "late_frames": clock.late_frames if clock else 0,
             "speculative_replies": dict(self._speculations),
+            "control_messages_dropped": self._control_dropped,
         }
 
     # --- turns ----------------------------------------------------------------------------
@@ -288,7 +312,9 @@ class SessionActor:
             clock=self._clock,
             chunk_frames=self._profile.lipsync.chunk_frames,
             audio_context=self._audio_context,
-            on_error=lambda message: gate.emit({"type": "error", "message": message}),
+            timeouts=self._timeouts,
+            on_error=lambda stage, message: gate.emit(
+                {"type": "error", "stage": stage, "turn_id": turn_id, "message": message}),
             gate=gate,
         )
 
@@ -378,13 +404,21 @@ class SessionActor:
             marks=marks,
             emit=gate.emit,
             max_tokens=self._profile.llm.max_tokens,
+            timeouts=self._timeouts,
             when_committed=gate.when_open,
         )
 
     async def _finish_silent_turn(self, turn: Turn) -> None:
-        """A turn that produced no frames (failed, or nothing to say) ends when its task does."""
+        """A turn ends here when its task does if no last frame will end it: one that had
+        nothing to say, or one whose stage failed (its queued frames are dropped: the rest
+        of the reply will never come)."""
         await turn.wait()
-        if turn.frames_queued == 0 and not turn.cancelled and self._turn is turn:
+        if turn.cancelled or self._turn is not turn:
+            return
+        if turn.failed:
+            self._clock.flush()
+            self._end_turn(turn, interrupted=True)
+        elif turn.frames_queued == 0:
             self._end_turn(turn, interrupted=False)
 
     async def _interrupt(self) -> bool:
@@ -468,7 +502,11 @@ class SessionActor:
             self._send_pending()
 
     async def _on_control(self, message) -> None:
-        """Client -> server messages on the data channel: mic mode and push-to-talk."""
+        """Client -> server messages on the data channel: mic mode and push-to-talk. Too big,
+        too many or malformed: counted and dropped (an error event tells the client why)."""
+        if len(message) > self._settings.max_control_message_bytes or self._control_rate.take():
+            self._control_dropped += 1
+            return
         try:
             command = json.loads(message)
             kind = command["type"]
@@ -484,7 +522,8 @@ class SessionActor:
             else:
                 raise ValueError(f"unknown message type {kind!r}")
         except (ValueError, KeyError, TypeError) as exc:
-            self._emit({"type": "error", "message": f"bad control message: {exc}"})
+            self._control_dropped += 1
+            self._emit({"type": "error", "stage": "control", "message": f"bad control message: {exc}"[:200]})
 
     def _emit(self, event: dict) -> None:
         event.setdefault("t", round(time.time() * 1000))

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from actors import deadline
+from actors.errors import StageFailed
 from actors.media import AUDIO_PER_UNIT, AUDIO_RATE, AVUnit, MediaClock
 from actors.reply_audio import ReplyAudio, ReplyChunk
 from actors.speculation import Gate
@@ -72,10 +74,13 @@ class Turn:
         lipsync: Any,
         clock: MediaClock,
         chunk_frames: int,
-        on_error: Callable[[str], None],
+        on_error: Callable[[str, str], None],
         gate: Gate,
+        timeouts: Mapping[str, float],
         audio_context: tuple[int, int] = (0, 0),
     ) -> None:
+        """`on_error(stage, message)` reports a failed stage; `timeouts` are seconds per stage
+        ("tts": per streamed chunk, "lipsync": per chunk rendered)."""
         self.id = turn_id
         self._sentences = sentences
         self.spoken: list[str] = []  # sentences handed to TTS, for the conversation history
@@ -89,8 +94,10 @@ class Turn:
         self._audio_context = audio_context  # the lip-sync engine's (context, look-ahead) frames
         self.marks = marks or Marks()
         self.gate = gate
+        self._timeouts = timeouts
         self.frames_queued = 0
         self.cancelled = False
+        self.failed = False  # a stage failed: the session ends the turn as interrupted
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -120,9 +127,13 @@ class Turn:
             await self._speak()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a failed backend must not kill the session
+        except StageFailed as exc:  # a failed or hung backend must not kill the session
+            self.failed = True
+            self._on_error(exc.stage, str(exc))
+        except Exception:
             log.exception("turn %s failed", self.id)
-            self._on_error(f"speech failed: {exc}")
+            self.failed = True
+            self._on_error("turn", "the reply failed")
 
     async def _speak(self) -> None:
         resampler: StreamResampler | None = None
@@ -133,8 +144,8 @@ class Turn:
         async with contextlib.aclosing(self._sentences) as sentences:
             async for sentence in sentences:
                 self.spoken.append(sentence)
-                stream = self._tts.options(stream=True).stream.remote(sentence, self._voice)
-                try:
+                response = self._tts.options(stream=True).stream.remote(sentence, self._voice)
+                async with contextlib.aclosing(deadline.stream("tts", response, self._timeouts["tts"])) as stream:
                     async for chunk in stream:
                         self.marks.mark("tts_first_audio")
                         if resampler is None:  # the reply's first audio: start it at once
@@ -147,8 +158,6 @@ class Turn:
                             pending = pending[block:]
                             for ready in reply.ready():
                                 await self._queue_frames(ready, visemes)
-                finally:
-                    stream.cancel()  # no-op once exhausted; on barge-in it stops the TTS work
         if resampler is None:
             return  # nothing to say
         pending = np.concatenate([pending, resampler.flush()])
@@ -176,11 +185,7 @@ class Turn:
         )
         # Routed to a replica that already holds this avatar (multiplexed by avatar id).
         response = self._lipsync.options(multiplexed_model_id=self._avatar_id).render.remote(chunk)
-        try:
-            frames = await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
+        frames = await deadline.call("lipsync", response, self._timeouts["lipsync"])
         pcm = to_int16(part.audio48)
         for i in range(n):
             await self._clock.put(

@@ -57,12 +57,42 @@ class SessionSettings(_Strict):
     # Speech frames produced ahead of the clock (40 ms each): bounds latency and memory.
     max_frames_ahead: int = Field(12, ge=2)
     ice_servers: list[IceServer] = Field(default_factory=list)
+    # An offer is work the client asks of the server (actors/offer_checks.py): its ICE
+    # candidates are bounded, and only those in these networks are probed. The default suits
+    # local use; a public deployment lists its clients' networks (or 0.0.0.0/0 and ::/0).
+    max_offer_candidates: int = Field(32, ge=1)
+    candidate_networks: list[str] = Field(default_factory=lambda: [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+        "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+    ])
+    # Requests that start or change a turn (say, ask, PATCH), per session: a token bucket.
+    turn_requests_per_min: float = Field(60, gt=0)
+    turn_requests_burst: int = Field(10, ge=1)
+    # Data-channel messages (mic mode, push-to-talk), per session: bigger ones are dropped,
+    # and so are those beyond the rate; both are counted.
+    max_control_message_bytes: int = Field(1024, ge=64)
+    control_messages_per_s: float = Field(20, gt=0)
+
+    @field_validator("candidate_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in networks:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"candidate_networks: {exc}") from None
+        return networks
 
 
 class StageSettings(_Strict):
     backend: str
     options: dict[str, Any] = Field(default_factory=dict)
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    # The longest a turn waits for one answer of this stage (a transcript, the next streamed
+    # LLM token or TTS chunk, a lip-sync chunk) before it gives up on the turn with an error.
+    timeout_s: float = Field(15.0, gt=0, le=600)
 
 
 class LipSyncSettings(StageSettings):
@@ -129,6 +159,17 @@ class AvatarSettings(_Strict):
     jobs: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
+class LimitSettings(_Strict):
+    """Request bodies are refused by size before any route parses them (serve_app/limits.py).
+    Avatar uploads are bounded by avatars.max_upload_mb instead."""
+
+    default_body_kb: float = Field(64, gt=0)  # every route not listed below
+    # Per route, "METHOD /path" with path parameters as {name}.
+    body_kb: dict[str, float] = Field(
+        default_factory=lambda: {"POST /api/sessions/{session_id}/offer": 256}
+    )
+
+
 class Profile(_Strict):
     """A backend profile: which engine runs each stage and with what resources."""
 
@@ -139,6 +180,7 @@ class Profile(_Strict):
     default_character: str = "ava"
     avatars: AvatarSettings = Field(default_factory=AvatarSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     vad: VADSettings = Field(default_factory=VADSettings)
     asr: StageSettings = Field(default_factory=lambda: StageSettings(backend="whisper"))
     llm: LLMSettings = Field(default_factory=LLMSettings)

@@ -8,7 +8,6 @@ ingress replicas can serve any session. Every session endpoint needs the session
 (`Authorization: Bearer <token>`); the actor checks it against the hash it holds.
 """
 
-import hmac
 import mimetypes
 import os
 import re
@@ -26,8 +25,10 @@ from ray import serve
 
 from actors.errors import CapacityError, SessionError, SessionNotFound
 from actors.session import actor_name
-from serve_app.avatars.prepare import AVATAR_ID, AvatarError, validate_id
+from serve_app import limits
+from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
+from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer
 
 WEB_DIR = PROJECT_ROOT / "web"
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -40,11 +41,18 @@ app = FastAPI(
     "`Authorization: Bearer <token>` with the token returned by `POST /api/sessions`.",
 )
 app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
+app.add_middleware(LimitsMiddleware)
+UPLOAD_ROUTE = "POST /api/avatars"
+MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries, beside the file
+
+
+ID_FIELD = {"min_length": 1, "max_length": 64}  # avatar, character and voice ids (SAFE_ID)
+MAX_TEXT_FIELD = 20_000  # the schema's hard cap; sessions.max_text_chars is the usual limit
 
 
 class SessionCreate(BaseModel):
-    avatar: str | None = Field(None, description="avatar id from GET /api/avatars")
-    character: str | None = Field(None, description="character id from GET /api/characters")
+    avatar: str | None = Field(None, description="avatar id from GET /api/avatars", **ID_FIELD)
+    character: str | None = Field(None, description="character id from GET /api/characters", **ID_FIELD)
 
 
 class SessionCreated(BaseModel):
@@ -61,12 +69,13 @@ class Offer(BaseModel):
 
 
 class SayRequest(BaseModel):
-    text: str
+    text: str = Field(..., max_length=MAX_TEXT_FIELD,
+                      description="at most sessions.max_text_chars characters (2000 by default)")
 
 
 class SessionUpdate(BaseModel):
-    avatar: str | None = Field(None, description="switch to this avatar (id from GET /api/avatars)")
-    voice: str | None = Field(None, description="switch to this TTS voice")
+    avatar: str | None = Field(None, description="switch to this avatar (id from GET /api/avatars)", **ID_FIELD)
+    voice: str | None = Field(None, description="switch to this TTS voice", **ID_FIELD)
 
 
 @app.exception_handler(SessionError)
@@ -79,12 +88,6 @@ async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
     return JSONResponse({"detail": str(cause)}, status_code=cause.status, headers=headers)
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip() or None
-    return None
-
-
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -94,6 +97,15 @@ class Ingress:
         self._lipsync = lipsync
         self._jobs = jobs
         self._characters = load_characters(profile.characters_dir)
+        upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
+        self._limits = RequestLimits(
+            body_limits={**{route: int(kb * 1024) for route, kb in profile.limits.body_kb.items()},
+                         UPLOAD_ROUTE: upload_bytes},
+            default_body_bytes=int(profile.limits.default_body_kb * 1024),
+            admin_routes=[UPLOAD_ROUTE],  # checked before its (large) body is read
+            admin_token_env=profile.avatars.admin_token_env,
+        )
+        limits.install(self._limits)
 
     def _session(self, session_id: str):
         if not SESSION_ID.match(session_id):
@@ -117,6 +129,7 @@ class Ingress:
             "max_sessions": self._profile.sessions.max_sessions,
             "warm_actors": summary["warm"],
             "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
+            "request_limits": self._limits.stats.as_dict(),  # of the ingress replica that answered
         }
 
     @app.get("/api/avatars")
@@ -124,7 +137,8 @@ class Ingress:
         avatars = await self._lipsync.avatars.remote()
         for avatar in avatars:
             avatar["thumbnail_url"] = f"/api/avatars/{avatar['id']}/thumbnail"
-        return {"avatars": avatars, "default": self._profile.default_avatar}
+        return {"avatars": avatars, "default": self._profile.default_avatar,
+                "max_upload_mb": self._profile.avatars.max_upload_mb}
 
     @app.get("/api/avatars/{avatar_id}/thumbnail", response_class=FileResponse)
     def thumbnail(self, avatar_id: str) -> FileResponse:
@@ -135,13 +149,9 @@ class Ingress:
 
     # --- avatar administration (admin token) -------------------------------------------
     def _require_admin(self, authorization: str | None) -> None:
-        env = self._profile.avatars.admin_token_env
-        expected = os.environ.get(env)
-        if not expected:
-            raise HTTPException(403, f"avatar uploads are disabled: the server has no admin token (set ${env})")
-        given = _bearer(authorization) or ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(403, "missing or wrong admin token")
+        refusal = admin_refusal(authorization, self._profile.avatars.admin_token_env)
+        if refusal is not None:
+            raise HTTPException(403, refusal)
 
     @app.post("/api/avatars", status_code=202)
     async def create_avatar(
@@ -162,13 +172,14 @@ class Ingress:
             raise HTTPException(422, str(exc)) from None
         if (file is None) == (path is None):
             raise HTTPException(422, "send either a file or a server-side path, not both or neither")
-        if (self._profile.avatars_dir / avatar_id).exists() or await self._jobs.busy_with.remote(avatar_id):
-            raise HTTPException(409, f"avatar {avatar_id!r} already exists; delete it first or pick another id")
-        if path is not None:
-            source = self._allowed_source(path)
-            job = await self._jobs.start_path.remote(str(source), avatar_id, name)
-        else:
-            job = await self._jobs.start.remote(*await self._read_upload(file), avatar_id, name)
+        try:
+            if path is not None:
+                source = self._allowed_source(path)
+                job = await self._jobs.start_path.remote(str(source), avatar_id, name)
+            else:
+                job = await self._jobs.start.remote(*await self._read_upload(file), avatar_id, name)
+        except AvatarExists as exc:  # checked where jobs are queued: no race between uploads
+            raise HTTPException(409, str(getattr(exc, "cause", None) or exc)) from None
         return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
 
     async def _read_upload(self, file: UploadFile) -> tuple[bytes, str]:
@@ -263,7 +274,7 @@ class Ingress:
     async def offer(
         self, session_id: str, body: Offer, authorization: str | None = Header(None)
     ) -> dict:
-        return await self._session(session_id).offer.remote(_bearer(authorization), body.sdp, body.type)
+        return await self._session(session_id).offer.remote(bearer(authorization), body.sdp, body.type)
 
     def _checked_text(self, text: str) -> str:
         limit = self._profile.sessions.max_text_chars
@@ -279,7 +290,7 @@ class Ingress:
     ) -> dict:
         """The avatar says exactly `text` (interrupting any current reply)."""
         session = self._session(session_id)
-        return await session.say.remote(_bearer(authorization), self._checked_text(body.text))
+        return await session.say.remote(bearer(authorization), self._checked_text(body.text))
 
     @app.post("/api/sessions/{session_id}/ask", status_code=202)
     async def ask(
@@ -287,7 +298,7 @@ class Ingress:
     ) -> dict:
         """A typed message to the character: the LLM answers it aloud, as if it was spoken."""
         session = self._session(session_id)
-        return await session.ask.remote(_bearer(authorization), self._checked_text(body.text))
+        return await session.ask.remote(bearer(authorization), self._checked_text(body.text))
 
     @app.patch("/api/sessions/{session_id}")
     async def update_session(
@@ -297,15 +308,15 @@ class Ingress:
         session = self._session(session_id)
         if body.avatar is not None and not SAFE_ID.fullmatch(body.avatar):
             raise HTTPException(422, "avatar id must be 1-64 letters, digits, '-' or '_'")
-        return await session.update.remote(_bearer(authorization), body.avatar, body.voice)
+        return await session.update.remote(bearer(authorization), body.avatar, body.voice)
 
     @app.post("/api/sessions/{session_id}/interrupt")
     async def interrupt(self, session_id: str, authorization: str | None = Header(None)) -> dict:
-        return await self._session(session_id).interrupt.remote(_bearer(authorization))
+        return await self._session(session_id).interrupt.remote(bearer(authorization))
 
     @app.get("/api/sessions/{session_id}")
     async def session_info(self, session_id: str, authorization: str | None = Header(None)) -> dict:
-        return await self._session(session_id).info.remote(_bearer(authorization))
+        return await self._session(session_id).info.remote(bearer(authorization))
 
     @app.delete("/api/sessions/{session_id}", status_code=204)
     async def delete_session(
@@ -313,5 +324,5 @@ class Ingress:
     ) -> Response:
         if not SESSION_ID.match(session_id):
             raise SessionNotFound(f"session {session_id} not found")
-        await self._manager.delete.remote(session_id, _bearer(authorization))
+        await self._manager.delete.remote(session_id, bearer(authorization))
         return Response(status_code=204)

@@ -402,6 +402,7 @@
       const data = await api('/api/avatars');
       avatars = (data && Array.isArray(data.avatars)) ? data.avatars.filter((a) => a && a.id) : [];
       dh.defaultAvatar = data && typeof data.default === 'string' ? data.default : null;
+      if (data && typeof data.max_upload_mb === 'number') dh.maxUploadMb = data.max_upload_mb;
       loaded = true;
     } catch (err) {
       log(`Could not load avatars: ${err.message}`, 'error');
@@ -651,12 +652,17 @@
     const problem = !file ? 'Choose an image or video file.'
       : !CONFIG.avatarIdPattern.test(id) ? 'The id must be 1–64 letters, digits, - or _.'
         : !token ? 'Enter the admin token.'
-          : null;
+          // The server refuses bigger bodies before reading them (the browser would only see
+          // the connection reset), so say it here.
+          : dh.maxUploadMb && file.size > dh.maxUploadMb * 1048576
+            ? `The file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${dh.maxUploadMb} MB.`
+            : null;
     if (problem) {
       upload = null;
       validateAvatarId();
       showJob('error', problem, 0);
-      (!file ? el.avatarFile : !CONFIG.avatarIdPattern.test(id) ? el.avatarId : el.adminToken).focus();
+      (!file || problem.startsWith('The file') ? el.avatarFile
+        : !CONFIG.avatarIdPattern.test(id) ? el.avatarId : el.adminToken).focus();
       return;
     }
     const u = { xhr: null, jobId: null, statusUrl: null, token, avatarId: id, timer: null, cancelled: false, done: false };

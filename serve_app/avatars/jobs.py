@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from serve_app.avatars.prepare import Encoder, prepare_avatar
+from serve_app.avatars.prepare import AvatarExists, Encoder, prepare_avatar
 
 MAX_JOBS_KEPT = 50  # finished jobs remembered for GET /api/avatars/jobs/{id}
 
@@ -62,6 +62,7 @@ class AvatarJobs:
 
     def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> Job:
         """Queue a preparation of an uploaded image or video (kept in a temp dir until done)."""
+        self._check_free(avatar_id)
         upload_dir = Path(tempfile.mkdtemp(prefix="avatar-upload-"))
         source = upload_dir / ("source" + Path(filename).suffix.lower()[:8])
         source.write_bytes(data)
@@ -70,6 +71,7 @@ class AvatarJobs:
     def start_path(self, source: Path, avatar_id: str, name: str | None) -> Job:
         """Queue a preparation of a file already on the server (the caller checked it is
         allowed); the file is only read."""
+        self._check_free(avatar_id)
         return self._enqueue(Path(source), avatar_id, name, owned=False)
 
     def _enqueue(self, source: Path, avatar_id: str, name: str | None, owned: bool) -> Job:
@@ -92,8 +94,12 @@ class AvatarJobs:
             self._cancel[job_id].set()
         return job
 
-    def busy_with(self, avatar_id: str) -> bool:
-        return any(j.avatar_id == avatar_id and j.state in ("queued", "running") for j in self._jobs.values())
+    def _check_free(self, avatar_id: str) -> None:
+        """Checked here, where jobs are queued (one replica, no await in between), so two
+        uploads racing with one id get one job and one AvatarExists, never two jobs."""
+        busy = any(j.avatar_id == avatar_id and j.state in ("queued", "running") for j in self._jobs.values())
+        if busy or (self.avatars_dir / avatar_id).exists():
+            raise AvatarExists(f"avatar {avatar_id!r} already exists; delete it first or pick another id")
 
     async def _run(self) -> None:
         while True:

@@ -26,6 +26,3 @@ class AvatarJobsDeployment:
     def cancel(self, job_id: str) -> dict | None:
         job = self.jobs.cancel(job_id)
         return job.public() if job else None
-
-    def busy_with(self, avatar_id: str) -> bool:
-        return self.jobs.busy_with(avatar_id)

@@ -21,7 +21,7 @@ from ray import serve
 from serve_app.config import ConfigError, LipSyncBatching
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import LipSyncChunk
-from serve_app.engines.lipsync.viseme_engine import approx_nbytes
+from serve_app.engines.lipsync.viseme_engine import approx_nbytes, folder_version
 
 MAX_AVATARS_PER_REPLICA = 8
 _DEFAULT = LipSyncBatching()  # until a user_config says otherwise
@@ -31,6 +31,7 @@ _DEFAULT = LipSyncBatching()  # until a user_config says otherwise
 class LipSyncDeployment:
     def __init__(self, backend: str, options: dict, avatars_dir: Path) -> None:
         self.engine = create_lipsync_engine(backend, avatars_dir=avatars_dir, **options)
+        self._avatars_dir = Path(avatars_dir)
         self._loaded: dict[str, int] = {}  # avatar id -> bytes, for the cache report
         self._batching = _DEFAULT
         self._batches: deque[int] = deque(maxlen=32)  # recent batch sizes, for /api/health and tests
@@ -46,16 +47,29 @@ class LipSyncDeployment:
 
     @serve.multiplexed(max_num_models_per_replica=MAX_AVATARS_PER_REPLICA)
     async def _avatar(self, avatar_id: str):
-        avatar = await asyncio.to_thread(self.engine.load, avatar_id)
-        self._loaded[avatar_id] = approx_nbytes(avatar)
-        return _Slot(avatar, avatar_id, self._loaded)
+        slot = _Slot(avatar_id, self._loaded)
+        await self._load_into(slot)
+        return slot
+
+    async def _load_into(self, slot: "_Slot") -> None:
+        slot.version = folder_version(self._avatars_dir / slot.id)
+        slot.avatar = await asyncio.to_thread(self.engine.load, slot.id)
+        self._loaded[slot.id] = approx_nbytes(slot.avatar)
+
+    async def _current(self, avatar_id: str) -> "_Slot":
+        """The cached avatar, reloaded if its folder was replaced since (deleted and prepared
+        again under the same id): Serve's multiplexing cache knows ids, not versions."""
+        slot = await self._avatar(avatar_id)
+        if slot.version != folder_version(self._avatars_dir / avatar_id):
+            await self._load_into(slot)
+        return slot
 
     async def render(self, chunk: LipSyncChunk) -> np.ndarray:
         return await self._render_batch(chunk)
 
     @serve.batch(max_batch_size=_DEFAULT.max_batch_size, batch_wait_timeout_s=_DEFAULT.batch_wait_timeout_s)
     async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:
-        slots = [await self._avatar(c.avatar_id) for c in chunks]
+        slots = [await self._current(c.avatar_id) for c in chunks]
         self._batches.append(len(chunks))
         # A worker thread keeps the replica's event loop free to gather the next batch.
         return await asyncio.to_thread(self.engine.render_batch, chunks, [s.avatar for s in slots])
@@ -80,10 +94,11 @@ class LipSyncDeployment:
 class _Slot:
     """Serve drops a multiplexed model from its LRU by calling `__del__`: keep the report true."""
 
-    def __init__(self, avatar, avatar_id: str, loaded: dict[str, int]) -> None:
-        self.avatar = avatar
-        self._id = avatar_id
+    def __init__(self, avatar_id: str, loaded: dict[str, int]) -> None:
+        self.id = avatar_id
+        self.avatar = None
+        self.version = -1  # folder_version of what `avatar` was loaded from
         self._loaded = loaded
 
     def __del__(self) -> None:
-        self._loaded.pop(self._id, None)
+        self._loaded.pop(self.id, None)

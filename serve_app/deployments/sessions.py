@@ -23,12 +23,9 @@ class SessionManager:
     async def delete(self, session_id: str, token: str | None) -> None:
         await self.pool.delete(session_id, token)
 
-    async def summary(self) -> dict:
-        return {
-            "active": self.pool.count(),
-            "warm": self.pool.warm_count(),
-            "sessions": await self.pool.stats(),
-        }
+    def summary(self) -> dict:
+        """Counts only: /api/health calls this, and it must stay cheap (no call per session)."""
+        return {"active": self.pool.count(), "warm": self.pool.warm_count()}
 
     async def __del__(self) -> None:
         await self.pool.shutdown()

@@ -33,3 +33,47 @@ async def test_an_aiortc_without_the_buffer_keeps_its_default():
         pass
 
     assert shorten_jitter_buffer(Receiver()) is False
+
+
+async def test_push_to_talk_held_too_long_is_cut_and_stays_bounded():
+    import asyncio
+
+    import av
+    import numpy as np
+    from aiortc.mediastreams import MediaStreamError
+
+    from actors.listener import MicListener
+    from serve_app.engines.vad import create_vad_engine
+    from serve_app.engines.vad.detector import UtteranceDetector
+
+    class Mic:  # 20 ms frames of 48 kHz audio, then the track ends
+        def __init__(self, seconds: float) -> None:
+            self.left = int(seconds * 50)
+
+        async def recv(self):
+            if self.left == 0:
+                raise MediaStreamError
+            self.left -= 1
+            frame = av.AudioFrame.from_ndarray(np.full((1, 960), 3000, np.int16), format="s16", layout="mono")
+            frame.sample_rate = 48000
+            await asyncio.sleep(0)
+            return frame
+
+    utterances = []
+
+    async def on_utterance(audio, ended_at, truncated, early):
+        utterances.append((len(audio), truncated))
+
+    async def on_speech_start():
+        pass
+
+    listener = MicListener(UtteranceDetector(create_vad_engine("energy")), on_speech_start, on_utterance,
+                           max_utterance_s=2.0)
+    listener.set_mode("push_to_talk")
+    await listener.push_to_talk(True)
+    mic = Mic(seconds=6.0)  # held three times the limit
+    listener.start(mic)
+    await asyncio.wait_for(listener._task, 10)
+    assert utterances == [(2 * 16000, True)]  # cut at the limit, once
+    assert listener._ptt is None  # the rest was not kept
+    assert await listener.push_to_talk(False) is False  # the release says nothing more

@@ -61,7 +61,7 @@ class VisemeLipSyncEngine:
         return _load(folder)
 
     def avatar(self, avatar_id: str) -> Avatar:
-        version = _version(self.avatars_dir / avatar_id)
+        version = folder_version(self.avatars_dir / avatar_id)
         with self._lock:
             cached = self._avatars.get(avatar_id)
             if cached is not None and cached[0] == version:
@@ -146,7 +146,7 @@ def _blend_mouth(frame: np.ndarray, avatar: Avatar, index: int, weight: float) -
     frame[y0:y1, x0:x1] = np.rint(idle + weight * (talk - idle)).astype(np.uint8)
 
 
-def _version(folder: Path) -> int:
+def folder_version(folder: Path) -> int:
     """Changes when the avatar's folder is replaced (preparation renames a new one in)."""
     try:
         return (folder / MANIFEST).stat().st_ino

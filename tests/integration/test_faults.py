@@ -1,0 +1,93 @@
+"""Faults on the real cluster: a model replica killed mid-turn costs at most that turn (the
+client gets a clean error event and the turn ends; the next turn speaks once Serve has
+replaced the replica); a killed session actor is forgotten. A bystander streams through all."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import ray
+
+from serve_app.client import AvatarSession
+from tests.integration.support import assert_still_streams_and_speaks
+
+pytestmark = pytest.mark.integration
+
+APP = "digital_human"
+RAY_INSIDES = ("pid=", "ip=", "Traceback", "actor_id", "127.0.0.1")
+LONG = ("This is a long answer with many sentences. It goes on for a while. "
+        "Then it says some more. And a little more. And then it ends, eventually.")
+
+
+def kill_replica(deployment: str) -> None:
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")]
+    assert replicas, f"no {deployment} replica found"
+    for replica in replicas:
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+
+
+async def speaks_again(session: AvatarSession, text: str, deadline_s: float = 120) -> None:
+    """`say` until a turn is spoken to its end: the first may meet the replica still missing."""
+    loop = asyncio.get_running_loop()
+    end_by = loop.time() + deadline_s
+    while True:
+        turn_id = await session.say(text)
+        end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+        if not end["interrupted"]:
+            return
+        assert loop.time() < end_by, "no turn was spoken after the replica was replaced"
+
+
+@pytest.mark.parametrize("deployment, stage, start", [
+    ("TTS", "tts", "say"),
+    ("LipSync", "lipsync", "say"),
+    ("LLM", "llm", "ask"),
+])
+async def test_replica_killed_mid_turn_costs_at_most_that_turn(app_url, bystander, deployment, stage, start):
+    session = await AvatarSession(app_url).start()
+    try:
+        await session.interrupt()  # no greeting in the way
+        turn_id = await (session.say(LONG) if start == "say" else session.ask("Tell me a long story."))
+        if start == "say":  # killed while it speaks
+            await session.wait_event(lambda e: e.get("turn_id") == turn_id and e.get("state") == "speaking", 60)
+        else:  # killed while it thinks
+            await session.wait_event(lambda e: e.get("turn_id") == turn_id and e.get("state") == "thinking", 60)
+        await asyncio.to_thread(kill_replica, deployment)
+        end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+        await session.wait_event(lambda e: e["type"] == "state" and e["state"] == "idle"
+                                 and e["received_at"] >= end["received_at"], timeout=10)
+        errors = [e for e in session.received.events if e["type"] == "error"]
+        for error in errors:  # the turn may also have finished before the replica went
+            assert error["stage"] == stage and error["turn_id"] == turn_id, error
+            assert not any(word in error["message"] for word in RAY_INSIDES), error
+        if errors and stage != "llm":  # nothing more of a reply that lost its voice or face
+            assert end["interrupted"] is True
+        await speaks_again(session, "I am back.")
+        assert (await session.info())["connection"] == "connected"  # the same session lived on
+    finally:
+        await session.close()
+
+
+async def test_a_killed_session_actor_is_forgotten(app_url, http, bystander):
+    session = await AvatarSession(app_url).start()
+    try:
+        before = (await http.get("/api/health")).json()["sessions"]
+        actor = ray.get_actor(f"session:{session.session_id}", namespace="digital_human")
+        await asyncio.to_thread(ray.kill, actor, no_restart=True)
+
+        async def forgotten() -> None:
+            while (await http.get("/api/health")).json()["sessions"] != before - 1:
+                await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(forgotten(), 30)
+        response = await http.get(f"/api/sessions/{session.session_id}",
+                                  headers={"Authorization": f"Bearer {session.token}"})
+        assert response.status_code == 404
+    finally:
+        await session.close()
+
+
+async def test_bystander_streamed_through_the_faults(bystander):
+    await assert_still_streams_and_speaks(bystander, "Still here after the faults.")
+    assert not [e for e in bystander.received.events if e["type"] == "error"]

@@ -1,0 +1,168 @@
+"""Limits before work: bodies refused by size or token before they are read, offers that ask
+too much refused, floods rate-limited. A bystander streams and speaks through all of it."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
+
+import pytest
+
+from serve_app.client import AvatarSession
+from tests.integration.support import admin, assert_still_streams_and_speaks
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+UNKNOWN = "0" * 32
+
+
+async def refusal_stats(http) -> dict:
+    return (await http.get("/api/health")).json()["request_limits"]
+
+
+async def raw_post(app_url: str, path: str, headers: dict, total: int, chunk: int = 256 * 1024,
+                   declare: bool = False):
+    """POST a body of `total` bytes over a raw socket until the server answers: chunked (no
+    Content-Length), or with `declare` its Content-Length sent and then nothing (the server
+    must answer from the headers). Returns (status line, headers+body text, bytes sent)."""
+    url = urlsplit(app_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    head = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}"]
+    head += [f"Content-Length: {total}"] if declare else ["Transfer-Encoding: chunked"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    sent = 0
+
+    async def send_all() -> None:
+        nonlocal sent
+        block = b"x" * chunk
+        with contextlib.suppress(ConnectionError):
+            while sent < total and not declare:
+                writer.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+                await writer.drain()  # waits while the server does not read
+                sent += len(block)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    sender = asyncio.create_task(send_all())
+    try:
+        status = (await asyncio.wait_for(reader.readline(), 60)).decode().strip()
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        length = int(next(line.split(":")[1] for line in head.splitlines()
+                          if line.lower().startswith("content-length")))
+        rest = head + (await asyncio.wait_for(reader.readexactly(length), 10)).decode()
+    finally:
+        sender.cancel()
+        writer.close()
+    return status, rest, sent
+
+
+async def test_upload_without_token_is_403_before_its_body_is_read(app_url, http, bystander):
+    before = await refusal_stats(http)
+    status, rest, sent = await raw_post(
+        app_url, "/api/avatars", {"Content-Type": "multipart/form-data; boundary=x"}, total=100 * MB)
+    assert " 403 " in status, status
+    assert "admin token" in rest
+    assert sent < 30 * MB, sent  # most of the 100 MB was never sent: nobody read it
+    after = await refusal_stats(http)
+    assert after["refused"].get("403", 0) == before["refused"].get("403", 0) + 1
+    assert after["refused_body_bytes_read"] == before["refused_body_bytes_read"]  # not a byte
+    # What was read and dropped after the answer, so the client could read it (limits.py).
+    assert after["lingered_bytes"] - before["lingered_bytes"] <= 4 * MB + 256 * 1024  # the bound, and the message crossing it
+
+
+async def test_huge_json_bodies_are_413(app_url, http, bystander):
+    before = await refusal_stats(http)
+    # Said by Content-Length: refused from the headers, before a byte of the body.
+    status, rest, _ = await raw_post(app_url, f"/api/sessions/{UNKNOWN}/say",
+                                     {"Content-Type": "application/json"}, total=50 * MB, declare=True)
+    assert " 413 " in status and "limit" in rest, status
+    # Not said (chunked): counted as it arrives, refused once past the limit.
+    status, rest, sent = await raw_post(
+        app_url, f"/api/sessions/{UNKNOWN}/say", {"Content-Type": "application/json"}, total=20 * MB,
+        chunk=16 * 1024)
+    assert " 413 " in status and "limit" in rest, status
+    after = await refusal_stats(http)
+    assert after["refused"]["413"] == before["refused"].get("413", 0) + 2
+    read = after["refused_body_bytes_read"] - before["refused_body_bytes_read"]
+    # Just past the 64 KB default: the read stops at the first message over it (the server
+    # gets the body in pieces of up to 64 KB).
+    assert 64 * 1024 < read <= 3 * 64 * 1024, read
+    # An upload over the size limit, said by Content-Length, is refused before it is read.
+    status, rest, _ = await raw_post(app_url, "/api/avatars",
+                                     {**admin(), "Content-Type": "multipart/form-data; boundary=x"},
+                                     total=60 * MB, declare=True)
+    assert " 413 " in status and "limit" in rest, status
+    final = await refusal_stats(http)
+    assert final["refused"]["413"] == after["refused"]["413"] + 1
+    assert final["refused_body_bytes_read"] == after["refused_body_bytes_read"]
+
+
+def offer_with(base_sdp: str, extra_video: int = 0, extra_candidates: int = 0) -> str:
+    lines = base_sdp.strip().splitlines()
+    video = [i for i, line in enumerate(lines) if line.startswith("m=video")][0]
+    section = lines[video:]
+    end = next((j for j, line in enumerate(section[1:], 1) if line.startswith("m=")), len(section))
+    block = section[:end]
+    out = lines[: video + end] + [line.replace("a=mid:", "a=mid:x") if line.startswith("a=mid:") else line
+                                  for _ in range(extra_video) for line in block] + lines[video + end:]
+    out += [f"a=candidate:{i} 1 udp 2122260223 10.0.{i // 250}.{i % 250 + 1} {40000 + i} typ host"
+            for i in range(extra_candidates)]
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_offers_that_ask_too_much_are_400(app_url, bystander):
+    from aiortc import RTCPeerConnection
+
+    session = AvatarSession(app_url)
+    await session.create()
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.createDataChannel("events")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        path = f"/api/sessions/{session.session_id}/offer"
+        for bad, word in ((offer_with(sdp, extra_video=39), "40 video m-lines"),
+                          (offer_with(sdp, extra_candidates=100), "ICE candidates")):
+            response = await session.http.post(path, json={"sdp": bad, "type": "offer"},
+                                               headers=session._auth())
+            assert response.status_code == 400, response.text
+            assert word in response.json()["detail"]
+        assert (await session.info())["connection"] == "new"  # nothing was started
+        await session.connect()  # a normal offer still works
+        await session.wait_event(lambda e: e["type"] == "ready")
+    finally:
+        await pc.close()
+        await session.close()
+
+
+async def test_flooded_say_is_429_and_the_session_lives_on(app_url, bystander):
+    session = await AvatarSession(app_url).start()
+    try:
+        statuses = []
+        started = asyncio.get_running_loop().time()
+        for i in range(20):
+            response = await session.http.post(f"/api/sessions/{session.session_id}/say",
+                                               json={"text": f"Flood {i}."}, headers=session._auth())
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+                assert "too many requests" in response.json()["detail"]
+        assert 202 in statuses and 429 in statuses, statuses
+        took_s = asyncio.get_running_loop().time() - started
+        assert statuses.count(202) <= 10 + int(took_s) + 1, (statuses, took_s)  # burst 10, then 1 a second
+        # Oversized and malformed data-channel messages are dropped and counted.
+        session.send_control({"type": "ptt", "pad": "x" * 4096})
+        session.send_control({"type": "nonsense"})
+        await session.wait_event(lambda e: e["type"] == "error" and e.get("stage") == "control")
+        assert (await session.info())["control_messages_dropped"] == 2
+    finally:
+        await session.close()
+
+
+async def test_bystander_kept_streaming_and_still_speaks(bystander):
+    await assert_still_streams_and_speaks(bystander, "Still here after the limits.")
+    assert not [e for e in bystander.received.events if e["type"] == "error"]
