@@ -173,6 +173,18 @@ class SessionPool:
         self._report()
         self.fill()
 
+    async def sessions_using(self, avatar_id: str) -> int:
+        """How many live sessions show `avatar_id` now (asked of each actor: only for the
+        rare admin delete, never for health checks)."""
+        async def avatar_of(active: _Active) -> str | None:
+            try:
+                return (await asyncio.wait_for(active.handle.stats.remote(), CLOSE_TIMEOUT_S))["avatar"]
+            except Exception:
+                return None  # ending, or dead: the reaper removes it
+
+        avatars = await asyncio.gather(*(avatar_of(a) for a in list(self._active.values())))
+        return sum(1 for a in avatars if a == avatar_id)
+
     async def shutdown(self) -> None:
         for session_id, active in list(self._active.items()):
             await self._drop(session_id, active)

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from actors.speculation import Gate
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
+from serve_app.ice import ice_servers
 from serve_app.engines.vad import create_vad_engine
 from serve_app.engines.vad.detector import UtteranceDetector
 
@@ -451,15 +451,11 @@ class SessionActor:
 
     # --- WebRTC ---------------------------------------------------------------------------
     def _ice_configuration(self) -> RTCConfiguration:
-        servers = [
-            RTCIceServer(
-                urls=s.urls,
-                username=s.username,
-                credential=os.environ.get(s.credential_env) if s.credential_env else None,
-            )
-            for s in self._settings.ice_servers
-        ]
-        return RTCConfiguration(iceServers=servers)
+        servers = ice_servers(self._settings.ice_servers, self.id)
+        return RTCConfiguration(iceServers=[
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in servers
+        ])
 
     def _attach_tracks(self, pc: RTCPeerConnection) -> None:
         kinds = {t.kind for t in pc.getTransceivers()}

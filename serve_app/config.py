@@ -43,6 +43,18 @@ class IceServer(_Strict):
     username: str | None = None
     # Name of the environment variable that holds the TURN credential (never the secret itself).
     credential_env: str | None = None
+    # Better: name of the variable holding the TURN server's shared secret (coturn
+    # `static-auth-secret`); each session then gets its own credential, valid credential_ttl_s
+    # (serve_app/ice.py). Replaces username/credential_env.
+    auth_secret_env: str | None = None
+    credential_ttl_s: float = Field(3600, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind_of_credential(self) -> "IceServer":
+        if self.auth_secret_env and (self.username or self.credential_env):
+            raise ValueError("give auth_secret_env (time-limited credentials) or username + "
+                             "credential_env (a static one), not both")
+        return self
 
 
 class SessionSettings(_Strict):

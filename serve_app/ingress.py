@@ -9,7 +9,6 @@ ingress replicas can serve any session. Every session endpoint needs the session
 """
 
 import mimetypes
-import os
 import re
 import shutil
 import uuid
@@ -28,6 +27,7 @@ from actors.session import actor_name
 from serve_app import limits
 from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
+from serve_app.ice import ice_servers
 from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer
 
 WEB_DIR = PROJECT_ROOT / "web"
@@ -236,6 +236,9 @@ class Ingress:
             raise HTTPException(404, f"no avatar {avatar_id!r}")
         if avatar_id == self._profile.default_avatar:
             raise HTTPException(409, f"{avatar_id!r} is the default avatar; it cannot be deleted")
+        if in_use := await self._manager.sessions_using.remote(avatar_id):
+            raise HTTPException(409, f"avatar {avatar_id!r} is in use by {in_use} session(s); end them or "
+                                "switch them to another avatar (PATCH /api/sessions/{id}) first")
         # Rename first (atomic), then remove: a reader never sees half an avatar.
         trash = self._profile.avatars_dir / f".trash-{avatar_id}-{uuid.uuid4().hex[:8]}"
         (self._profile.avatars_dir / avatar_id).rename(trash)
@@ -256,19 +259,9 @@ class Ingress:
             if value is not None and not SAFE_ID.fullmatch(value):
                 raise HTTPException(422, f"{kind} id must be 1-64 letters, digits, '-' or '_'")
         created = await self._manager.create.remote(body.avatar, body.character)
-        return {**created, "ice_servers": self._ice_servers()}
-
-    def _ice_servers(self) -> list[dict]:
-        # Browsers need the TURN credential too; it comes from the environment, never the YAML.
-        servers = []
-        for server in self._profile.sessions.ice_servers:
-            entry: dict[str, Any] = {"urls": server.urls}
-            if server.username:
-                entry["username"] = server.username
-            if server.credential_env:
-                entry["credential"] = os.environ.get(server.credential_env, "")
-            servers.append(entry)
-        return servers
+        # Browsers need the TURN credential too: from the environment (never the YAML), and
+        # with auth_secret_env one of their own that expires.
+        return {**created, "ice_servers": ice_servers(self._profile.sessions.ice_servers, created["session_id"])}
 
     @app.post("/api/sessions/{session_id}/offer")
     async def offer(

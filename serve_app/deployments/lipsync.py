@@ -21,7 +21,7 @@ from ray import serve
 from serve_app.config import ConfigError, LipSyncBatching
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import LipSyncChunk
-from serve_app.engines.lipsync.viseme_engine import approx_nbytes, folder_version
+from serve_app.engines.lipsync.viseme_engine import MISSING, approx_nbytes, folder_version
 
 MAX_AVATARS_PER_REPLICA = 8
 _DEFAULT = LipSyncBatching()  # until a user_config says otherwise
@@ -60,7 +60,8 @@ class LipSyncDeployment:
         """The cached avatar, reloaded if its folder was replaced since (deleted and prepared
         again under the same id): Serve's multiplexing cache knows ids, not versions."""
         slot = await self._avatar(avatar_id)
-        if slot.version != folder_version(self._avatars_dir / avatar_id):
+        version = folder_version(self._avatars_dir / avatar_id)
+        if version not in (slot.version, MISSING):  # a deleted one keeps talking as loaded
             await self._load_into(slot)
         return slot
 

@@ -27,5 +27,8 @@ class SessionManager:
         """Counts only: /api/health calls this, and it must stay cheap (no call per session)."""
         return {"active": self.pool.count(), "warm": self.pool.warm_count()}
 
+    async def sessions_using(self, avatar_id: str) -> int:
+        return await self.pool.sessions_using(avatar_id)
+
     async def __del__(self) -> None:
         await self.pool.shutdown()

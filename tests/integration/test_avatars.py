@@ -183,5 +183,48 @@ async def test_same_id_uploads_racing_get_one_job_and_one_409(http, bystander):
     assert not leftovers(avatar_id)
 
 
+async def test_an_avatar_prepared_again_under_its_id_talks_with_its_new_face(app_url, http, bystander):
+    """The lip-sync replicas cache avatars by id: one deleted and prepared again must not
+    talk with the old face (the cache checks the folder's version)."""
+    avatar_id = f"again-{uuid.uuid4().hex[:6]}"
+    astro = skdata.astronaut()
+    swapped = np.ascontiguousarray(astro[:, :, ::-1])  # red and blue swapped: another colour
+    faces = []  # each preparation's idle colour
+    try:
+        for image in (astro, swapped):
+            response = await upload(http, avatar_id, png(image), "image/png")
+            assert response.status_code == 202, response.text
+            assert (await finished(http, response.json()["job_id"]))["state"] == "done"
+            session = await AvatarSession(app_url, avatar=avatar_id,
+                                          keep_frames=lambda f: f.reshape(-1, 3).mean(0)).start()
+            try:
+                await session.interrupt()
+                turn_id = await session.say("Look at my face now.")
+                speaking = await session.wait_event(
+                    lambda e: e.get("state") == "speaking" and e.get("turn_id") == turn_id, 60)
+                end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, 60)
+                # Idle frames come from the session actor, which reads the avatar afresh.
+                idle = [v.frame for v in session.received.video if v.t < speaking["received_at"]]
+                talking = [v.frame for v in session.received.video
+                           if speaking["received_at"] <= v.t <= end["received_at"]]
+                expected = idle[-1]
+                faces.append(expected)
+                assert len(talking) > 10
+                worst = max(np.abs(colour - expected).max() for colour in talking)
+                assert worst < 8, worst  # every frame is this face, none the one before
+                # In use: not deleted, and the session's media goes on.
+                in_use = await http.delete(f"/api/avatars/{avatar_id}", headers=admin())
+                assert in_use.status_code == 409 and "in use by 1 session" in in_use.json()["detail"]
+                n = len(session.received.video)
+                await session.wait_until(lambda r: len(r.video) >= n + 25)
+            finally:
+                await session.close()
+            assert (await http.delete(f"/api/avatars/{avatar_id}", headers=admin())).status_code == 204
+        assert np.abs(faces[0] - faces[1]).max() > 15  # the two faces are told apart
+    finally:
+        await http.delete(f"/api/avatars/{avatar_id}", headers=admin())
+    assert not leftovers(avatar_id)
+
+
 async def test_serving_went_on_during_uploads(bystander):
     await assert_still_streams_and_speaks(bystander, "Still streaming.")

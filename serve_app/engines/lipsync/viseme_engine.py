@@ -64,7 +64,9 @@ class VisemeLipSyncEngine:
         version = folder_version(self.avatars_dir / avatar_id)
         with self._lock:
             cached = self._avatars.get(avatar_id)
-            if cached is not None and cached[0] == version:
+            # A folder gone (deleted while in use) keeps what is loaded: a session's media
+            # never dies from a delete; a new folder under the id is loaded afresh.
+            if cached is not None and (cached[0] == version or version == MISSING):
                 self._avatars.move_to_end(avatar_id)
                 return cached[1]
         avatar = self.load(avatar_id)
@@ -146,12 +148,15 @@ def _blend_mouth(frame: np.ndarray, avatar: Avatar, index: int, weight: float) -
     frame[y0:y1, x0:x1] = np.rint(idle + weight * (talk - idle)).astype(np.uint8)
 
 
+MISSING = -1  # folder_version of an avatar whose folder is gone
+
+
 def folder_version(folder: Path) -> int:
     """Changes when the avatar's folder is replaced (preparation renames a new one in)."""
     try:
         return (folder / MANIFEST).stat().st_ino
     except OSError:
-        return -1
+        return MISSING
 
 
 def approx_nbytes(avatar: Avatar) -> int:
