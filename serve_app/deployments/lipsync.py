@@ -98,7 +98,7 @@ class _Slot:
     def __init__(self, avatar_id: str, loaded: dict[str, int]) -> None:
         self.id = avatar_id
         self.avatar = None
-        self.version = -1  # folder_version of what `avatar` was loaded from
+        self.version: tuple[int, int] | None = MISSING  # folder_version of what `avatar` was loaded from
         self._loaded = loaded
 
     def __del__(self) -> None:

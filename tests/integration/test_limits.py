@@ -21,40 +21,68 @@ async def refusal_stats(http) -> dict:
     return (await http.get("/api/health")).json()["request_limits"]
 
 
+class _Recorder(asyncio.Protocol):
+    """Keeps every byte the server sent, even when a reset follows (an asyncio StreamReader
+    raises the reset before handing over data it already holds)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.transport: asyncio.Transport | None = None
+        self.answered = asyncio.Event()
+        self.closed = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if b"\r\n\r\n" in self.data:
+            self.answered.set()
+
+    def connection_lost(self, exc) -> None:
+        self.answered.set()
+        self._writable.set()
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def writable(self) -> None:
+        await self._writable.wait()
+
+
 async def raw_post(app_url: str, path: str, headers: dict, total: int, chunk: int = 256 * 1024,
                    declare: bool = False):
     """POST a body of `total` bytes over a raw socket until the server answers: chunked (no
     Content-Length), or with `declare` its Content-Length sent and then nothing (the server
-    must answer from the headers). Returns (status line, headers+body text, bytes sent)."""
+    must answer from the headers). Returns (status line, the rest of the answer, bytes sent)."""
     url = urlsplit(app_url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(_Recorder, url.hostname, url.port)
     head = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}"]
     head += [f"Content-Length: {total}"] if declare else ["Transfer-Encoding: chunked"]
     head += [f"{k}: {v}" for k, v in headers.items()]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    conn.transport.write(("\r\n".join(head) + "\r\n\r\n").encode())
     sent = 0
-
-    async def send_all() -> None:
-        nonlocal sent
-        block = b"x" * chunk
-        with contextlib.suppress(ConnectionError):
-            while sent < total and not declare:
-                writer.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
-                await writer.drain()  # waits while the server does not read
-                sent += len(block)
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-
-    sender = asyncio.create_task(send_all())
-    try:
-        status = (await asyncio.wait_for(reader.readline(), 60)).decode().strip()
-        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
-        length = int(next(line.split(":")[1] for line in head.splitlines()
-                          if line.lower().startswith("content-length")))
-        rest = head + (await asyncio.wait_for(reader.readexactly(length), 10)).decode()
-    finally:
-        sender.cancel()
-        writer.close()
+    block = f"{chunk:x}\r\n".encode() + b"x" * chunk + b"\r\n"
+    while sent < total and not declare and not conn.answered.is_set():
+        await conn.writable()  # the socket's buffers are full while the server does not read
+        if conn.closed.done() or conn.answered.is_set():
+            break
+        conn.transport.write(block)
+        sent += chunk
+    await asyncio.wait_for(conn.answered.wait(), 60)
+    # The body, once the server has closed (it always does after a refusal) or sent it all.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(conn.closed), 10)
+    conn.transport.close()
+    status, _, rest = conn.data.decode(errors="replace").partition("\r\n")
     return status, rest, sent
 
 

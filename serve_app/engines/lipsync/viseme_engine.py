@@ -45,7 +45,7 @@ class VisemeLipSyncEngine:
     def __init__(self, avatars_dir: str | Path, max_cached: int = 4):
         self.avatars_dir = Path(avatars_dir)
         self.max_cached = max_cached
-        self._avatars: OrderedDict[str, tuple[int, Avatar]] = OrderedDict()
+        self._avatars: OrderedDict[str, tuple[tuple[int, int] | None, Avatar]] = OrderedDict()
         self._lock = threading.Lock()
 
     def load(self, avatar_id: str) -> Avatar:
@@ -148,15 +148,17 @@ def _blend_mouth(frame: np.ndarray, avatar: Avatar, index: int, weight: float) -
     frame[y0:y1, x0:x1] = np.rint(idle + weight * (talk - idle)).astype(np.uint8)
 
 
-MISSING = -1  # folder_version of an avatar whose folder is gone
+MISSING = None  # folder_version of an avatar whose folder is gone
 
 
-def folder_version(folder: Path) -> int:
-    """Changes when the avatar's folder is replaced (preparation renames a new one in)."""
+def folder_version(folder: Path) -> tuple[int, int] | None:
+    """Changes when the avatar's folder is replaced (preparation renames a new one in). The
+    inode alone is not enough: a file system reuses a deleted manifest's inode at once."""
     try:
-        return (folder / MANIFEST).stat().st_ino
+        stat = (folder / MANIFEST).stat()
     except OSError:
         return MISSING
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def approx_nbytes(avatar: Avatar) -> int:
