@@ -31,8 +31,9 @@ class Conversation:
     one, and sliding the window by one turn would change every token after the system prompt.
     """
 
-    def __init__(self, character: Character, max_turns: int) -> None:
+    def __init__(self, character: Character, max_turns: int, session: str | None = None) -> None:
         self.character = character
+        self.session = session  # the session's id: server-side conversations (Dify) stay apart
         self._max_messages = 2 * max_turns
         self._keep_messages = 2 * max(1, max_turns // 2) if max_turns else 0
         self._history: list[dict[str, str]] = []
@@ -89,7 +90,7 @@ async def reply(
         emit({"type": "user_transcript", "turn_id": turn_id, "text": text})
         if len(text.split()) < min_words and not _has_cjk(text):
             return  # noise or a cough: nothing to answer
-    response = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens)
+    response = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens, conversation.session)
     stream = deadline.stream("llm", response, timeouts["llm"])
     splitter = SentenceSplitter()
     said: list[str] = []

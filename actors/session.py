@@ -113,7 +113,7 @@ class SessionActor:
         self._avatar_id = avatar_id
         self._voice = character.voice
         self._character = character
-        self._conversation = Conversation(character, self._profile.llm.history_turns)
+        self._conversation = Conversation(character, self._profile.llm.history_turns, self.id)
         prefill(self._stages.llm, self._conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()

@@ -42,6 +42,6 @@ def build_app(args: dict | None = None) -> Application:
         profile, tts, lipsync, asr, llm
     )
     jobs = AvatarJobsDeployment.options(**profile.avatars.jobs.as_options()).bind(
-        profile.avatars_dir, profile.lipsync.backend, profile.lipsync.options
+        profile.avatars_dir, profile.lipsync.backend, profile.lipsync.options, profile.avatars.job_time_limit_s
     )
     return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync, jobs)

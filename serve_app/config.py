@@ -165,6 +165,9 @@ class AvatarSettings(_Strict):
     # Name of the environment variable holding the admin token; unset -> uploads are refused.
     admin_token_env: str = "DH_ADMIN_TOKEN"
     max_upload_mb: float = Field(50, gt=0)
+    # A preparation running longer fails (a huge or pathological file must not hold the
+    # one-at-a-time job queue); a 20 s 1080p clip takes ~10 s on 2 cores.
+    job_time_limit_s: float = Field(300, gt=0)
     # Folders on the server an admin may prepare avatars from by path (POST /api/avatars with
     # `path` instead of a file); empty: by upload only.
     source_dirs: list[Path] = Field(default_factory=list)

@@ -52,8 +52,9 @@ def latent_encoder(backend: str, options: dict) -> Encoder | None:
 
 
 class AvatarJobs:
-    def __init__(self, avatars_dir: Path, encoder: Encoder | None = None) -> None:
+    def __init__(self, avatars_dir: Path, encoder: Encoder | None = None, time_limit_s: float | None = None) -> None:
         self.avatars_dir = Path(avatars_dir)
+        self._time_limit_s = time_limit_s  # per job, from its start
         self._encoder = encoder  # the neural engine's reference latents, when one is configured
         self._jobs: dict[str, Job] = {}
         self._cancel: dict[str, threading.Event] = {}
@@ -125,6 +126,7 @@ class AvatarJobs:
             await asyncio.to_thread(
                 prepare_avatar, source, job.avatar_id, self.avatars_dir,
                 name=name, progress=progress, cancelled=stop.is_set, encoder=self._encoder,
+                time_limit_s=self._time_limit_s,
             )
             job.state, job.stage, job.percent = "done", "done", 100.0
         except Exception as exc:  # AvatarError messages say what is wrong with the input

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -72,12 +73,13 @@ def validate_id(avatar_id: object) -> str:
 
 def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str | None = None,
                    max_seconds: float = 20.0, size: int = 512, progress: Progress | None = None,
-                   cancelled: Callable[[], bool] | None = None, encoder: Encoder | None = None) -> Path:
+                   cancelled: Callable[[], bool] | None = None, encoder: Encoder | None = None,
+                   time_limit_s: float | None = None) -> Path:
     """Prepare ``source`` (an image or a video) as avatar ``avatar_id``; returns its folder.
 
     ``progress(stage, fraction)`` is called for the stages "reading", "detecting", "writing"
     and, with an ``encoder``, "encoding"; ``cancelled()`` is polled between frames and raises
-    AvatarCancelled when it returns True.
+    AvatarCancelled when it returns True; past ``time_limit_s`` the preparation fails.
     """
     source, avatars_dir = Path(source), Path(avatars_dir)
     validate_id(avatar_id)
@@ -88,9 +90,14 @@ def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str
         raise AvatarError(f"{source}: file not found")
     report = progress or (lambda stage, fraction: None)
 
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+
     def check() -> None:
         if cancelled is not None and cancelled():
             raise AvatarCancelled(f"preparation of {avatar_id!r} was cancelled")
+        if deadline is not None and time.monotonic() > deadline:
+            raise AvatarError(f"preparation took longer than {time_limit_s:g} s; "
+                              "use a shorter clip or a smaller picture")
 
     avatars_dir.mkdir(parents=True, exist_ok=True)
     tmp = avatars_dir / f".tmp-{avatar_id}-{secrets.token_hex(4)}"
@@ -304,6 +311,37 @@ def _thumbnail(bgr: np.ndarray, face: np.ndarray) -> np.ndarray:
     return cv2.resize(bgr[ty:ty + side, tx:tx + side], (128, 128), interpolation=cv2.INTER_AREA)
 
 
+# What a source may be, decided from its content (FFmpeg's probe), never its name: a few
+# image and video containers, and a size that bounds decoding memory and time (4K UHD fits).
+IMAGE_CONTAINERS = {"png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"}
+VIDEO_CONTAINERS = {"mov", "mp4", "matroska", "webm", "avi", "gif"}
+MAX_SOURCE_SIDE = 4096
+MAX_SOURCE_PIXELS = 4096 * 2304
+
+
+def probe_source(path: Path) -> bool:
+    """Check `path` from its headers, before decoding a pixel; True for an image, False for a
+    video. AvatarError names what is wrong: an unknown container, no video, too many pixels."""
+    try:
+        with av.open(str(path)) as c:
+            formats = set(c.format.name.split(","))
+            if not c.streams.video:
+                raise AvatarError(f"{path.name} has no video stream")
+            stream = c.streams.video[0]
+            width, height = stream.width, stream.height
+    except av.FFmpegError:
+        raise AvatarError(f"{path.name} is not an image or video PyAV/OpenCV can read") from None
+    if formats == {"image2"}:  # FFmpeg went by the file's name: its content is no image it knows
+        raise AvatarError(f"{path.name} is not an image or video PyAV/OpenCV can read")
+    if not formats & (IMAGE_CONTAINERS | VIDEO_CONTAINERS):
+        raise AvatarError(f"{path.name} is {c.format.long_name or c.format.name}; use a PNG, JPEG, "
+                          "WebP or BMP photo, or an MP4, MOV, WebM, MKV, AVI or GIF video")
+    if max(width, height) > MAX_SOURCE_SIDE or width * height > MAX_SOURCE_PIXELS:
+        raise AvatarError(f"{path.name} is {width}x{height}; the limit is {MAX_SOURCE_SIDE} pixels on the "
+                          f"long side and {MAX_SOURCE_PIXELS / 1e6:.1f} megapixels: scale it down")
+    return bool(formats & IMAGE_CONTAINERS)
+
+
 class _Reader:
     """The source's frames as RGB uint8, sampled at 25 fps up to ``max_seconds``; can be read
     twice, so the full-size frames never all sit in memory at once."""
@@ -311,16 +349,10 @@ class _Reader:
     def __init__(self, path: Path, max_seconds: float):
         self.path = path
         self.max_seconds = max_seconds
-        self._image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
-        self.is_image = self._image is not None
-        if not self.is_image:
-            try:
-                with av.open(str(path)) as c:
-                    if not c.streams.video:
-                        raise AvatarError(f"{path.name} has no video stream")
-            except av.FFmpegError:
-                raise AvatarError(f"{path.name} is not an image or video PyAV/OpenCV can "
-                                  "read") from None
+        self.is_image = probe_source(path)
+        self._image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB) if self.is_image else None
+        if self.is_image and self._image is None:
+            raise AvatarError(f"{path.name} is not an image PyAV/OpenCV can read")
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
         """(frame, fraction of the source read so far)."""

@@ -10,8 +10,9 @@ from serve_app.avatars.jobs import AvatarJobs, latent_encoder
 
 @serve.deployment(name="AvatarJobs", num_replicas=1)
 class AvatarJobsDeployment:
-    def __init__(self, avatars_dir: Path, lipsync_backend: str = "viseme", lipsync_options: dict | None = None) -> None:
-        self.jobs = AvatarJobs(avatars_dir, latent_encoder(lipsync_backend, lipsync_options or {}))
+    def __init__(self, avatars_dir: Path, lipsync_backend: str = "viseme", lipsync_options: dict | None = None,
+                 time_limit_s: float | None = None) -> None:
+        self.jobs = AvatarJobs(avatars_dir, latent_encoder(lipsync_backend, lipsync_options or {}), time_limit_s)
 
     async def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> dict:
         return self.jobs.start(data, filename, avatar_id, name).public()

@@ -16,11 +16,11 @@ class LLMDeployment:
         self.engine = create_llm_engine(backend, **options)
 
     async def stream(
-        self, messages: list[Message], max_tokens: int | None = None
+        self, messages: list[Message], max_tokens: int | None = None, session: str | None = None
     ) -> AsyncIterator[str]:
         # Called with handle.options(stream=True); cancelling the caller's generator cancels
         # this one, and closing the engine's stream stops generation.
-        async with aclosing(self.engine.stream(messages, max_tokens)) as deltas:
+        async with aclosing(self.engine.stream(messages, max_tokens, session)) as deltas:
             async for delta in deltas:
                 yield delta
 

@@ -374,3 +374,30 @@ def test_cli_bad_file(tmp_path):
     assert r.returncode == 2
     assert "clip.mp4 is not an image or video PyAV/OpenCV can read" in r.stderr
     assert list((tmp_path / "avatars").iterdir()) == []
+
+
+# ---- decoding bounds: decided from the file's headers and content, before decoding ----
+
+@pytest.mark.parametrize("size", [(100, 5000), (4000, 4000)])  # too long a side; too many pixels
+def test_oversized_sources_are_refused_before_decoding(tmp_path, size):
+    src = write_png(tmp_path / "huge.png", np.zeros((*size, 3), np.uint8))
+    with pytest.raises(AvatarError, match=rf"huge.png is {size[1]}x{size[0]}; the limit is 4096"):
+        prepare_avatar(src, "huge", tmp_path / "avatars")
+    assert list((tmp_path / "avatars").iterdir()) == []
+
+
+def test_the_container_is_told_by_content_not_by_name(tmp_path, photo):
+    disguised = tmp_path / "clip.mp4"  # a PNG under a video's name is prepared as the photo it is
+    disguised.write_bytes(photo.read_bytes())
+    assert json.loads((prepare_avatar(disguised, "disguised", tmp_path / "avatars") / "manifest.json").read_text())["kind"] == "photo"
+    tiff = tmp_path / "scan.png"  # a TIFF is not on the list, whatever its name
+    ok, encoded = cv2.imencode(".tiff", np.zeros((64, 64, 3), np.uint8))
+    tiff.write_bytes(encoded.tobytes())
+    with pytest.raises(AvatarError, match="scan.png is piped tiff sequence; use a PNG, JPEG"):
+        prepare_avatar(tiff, "scan", tmp_path / "avatars")
+
+
+def test_a_preparation_past_its_time_limit_fails_and_leaves_nothing(tmp_path, video):
+    with pytest.raises(AvatarError, match="took longer than 1e-09 s"):
+        prepare_avatar(video, "slow", tmp_path / "avatars", time_limit_s=1e-9)
+    assert list((tmp_path / "avatars").iterdir()) == []

@@ -327,6 +327,20 @@ async def test_dify_keeps_sessions_with_the_same_words_apart(dify):
     assert fake.requests[-1]["conversation_id"] == ""
 
 
+async def test_dify_conversations_never_cross_sessions(dify):
+    fake, llm = dify
+    hello = [{"role": "user", "content": "Hello"}]
+    reply = "".join([d async for d in llm.stream(hello, session="alice")])
+    assert fake.requests[0]["user"] == "u1-alice"
+    follow_up = hello + [{"role": "assistant", "content": reply}, {"role": "user", "content": "Again"}]
+    # Bob's history is word for word Alice's, and hers is the only conversation that matches:
+    # he still gets one of his own, as a user of his own.
+    await first_and_rest(llm.stream(follow_up, session="bob"))
+    assert fake.requests[-1]["conversation_id"] == "" and fake.requests[-1]["user"] == "u1-bob"
+    await first_and_rest(llm.stream(follow_up, session="alice"))
+    assert fake.requests[-1]["conversation_id"] == "conv-1" and fake.requests[-1]["user"] == "u1-alice"
+
+
 async def test_dify_conversation_gone_on_the_server_starts_afresh(dify):
     fake, llm = dify
     reply = "".join([d async for d in llm.stream(CHAT)])

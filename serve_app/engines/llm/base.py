@@ -15,8 +15,12 @@ Message = dict[str, str]
 class LLMEngine(Protocol):
     """Every LLM backend implements this; backends are chosen by name in config."""
 
-    def stream(self, messages: list[Message], max_tokens: int | None = None) -> AsyncIterator[str]:
-        """Yield the reply as text deltas as soon as they are generated.
+    def stream(
+        self, messages: list[Message], max_tokens: int | None = None, session: str | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the reply as text deltas as soon as they are generated. `session` is the id
+        of the session asking: a backend that keeps conversations on its server (Dify) keeps
+        each session's apart; the others need only `messages`.
 
         Raises LLMUnavailable (before or during the stream) when the backend fails. Closing
         the iterator (barge-in) must stop generation promptly.

@@ -71,13 +71,14 @@ class DifyLLM:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # conversation_id -> the (user, assistant) turns exchanged in it
         self._conversations: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        self._owners: dict[str, str | None] = {}  # conversation_id -> the session that started it
         self._stop_tasks: set[asyncio.Task] = set()
 
     async def prefill(self, messages: list[Message], max_tokens: int | None = None) -> None:
         """Nothing to warm here: the endpoint manages its own prompt cache."""
 
     async def stream(
-        self, messages: list[Message], max_tokens: int | None = None
+        self, messages: list[Message], max_tokens: int | None = None, session: str | None = None
     ) -> AsyncIterator[str]:
         """Yield the answer's deltas. ``max_tokens`` is ignored: the Dify app sets it.
 
@@ -87,13 +88,14 @@ class DifyLLM:
         if not history:
             raise ValueError("Dify needs a user message to answer")
         query = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
-        conversation_id = self._find_conversation(history[:-1])
+        conversation_id = self._find_conversation(history[:-1], session)
         body = {
             "inputs": {},
             "query": query,
             "response_mode": "streaming",
             "conversation_id": conversation_id or "",
-            "user": self.user,
+            # Dify lists and continues conversations per user: one per session.
+            "user": f"{self.user}-{session}" if session else self.user,
         }
         answer: list[str] = []
         task_id = None
@@ -106,6 +108,7 @@ class DifyLLM:
                     await response.aread()
                     if conversation_id:  # e.g. deleted on the server: start afresh next time
                         self._conversations.pop(conversation_id, None)
+                        self._owners.pop(conversation_id, None)
                         conversation_id = None
                     raise LLMUnavailable(self._status_message(response))
                 async for event in _sse_events(response):
@@ -133,7 +136,7 @@ class DifyLLM:
         finally:
             if conversation_id:
                 turn = (history[-1][0], _norm("".join(answer)))
-                self._remember(conversation_id, history[:-1] + [turn])
+                self._remember(conversation_id, history[:-1] + [turn], session)
             if task_id and not finished:
                 self._stop(task_id)
 
@@ -145,16 +148,17 @@ class DifyLLM:
             self._client_loop = loop
         return self._client
 
-    def _find_conversation(self, turns: list[tuple[str, str]]) -> str | None:
-        """The one conversation that ends with ``turns`` (callers keep only the latest turns),
-        where a reply in ``turns`` may be a prefix of the one sent (the caller keeps only what
-        was spoken before a barge-in)."""
+    def _find_conversation(self, turns: list[tuple[str, str]], session: str | None) -> str | None:
+        """The one conversation of ``session`` that ends with ``turns`` (callers keep only the
+        latest turns), where a reply in ``turns`` may be a prefix of the one sent (the caller
+        keeps only what was spoken before a barge-in). Another session's never matches."""
         if not turns:
             return None
         matches = [
             cid
             for cid, known in self._conversations.items()
-            if len(known) >= len(turns)
+            if self._owners.get(cid) == session
+            and len(known) >= len(turns)
             and all(
                 u == ku and ka.startswith(a)
                 for (u, a), (ku, ka) in zip(turns, known[-len(turns) :])
@@ -165,11 +169,13 @@ class DifyLLM:
         self._conversations.move_to_end(matches[0])
         return matches[0]
 
-    def _remember(self, conversation_id: str, turns: list[tuple[str, str]]) -> None:
+    def _remember(self, conversation_id: str, turns: list[tuple[str, str]], session: str | None) -> None:
         self._conversations[conversation_id] = turns[-_MAX_TURNS:]
+        self._owners[conversation_id] = session
         self._conversations.move_to_end(conversation_id)
         while len(self._conversations) > _MAX_CONVERSATIONS:
-            self._conversations.popitem(last=False)
+            forgotten, _ = self._conversations.popitem(last=False)
+            self._owners.pop(forgotten, None)
 
     def _stop(self, task_id: str) -> None:
         """Ask Dify to stop generating, in the background so that barge-in does not wait."""

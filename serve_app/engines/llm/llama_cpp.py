@@ -75,7 +75,7 @@ class LlamaCppLLM:
         self._lock = threading.Lock()  # held by the worker thread for a whole generation
 
     async def stream(
-        self, messages: list[Message], max_tokens: int | None = None
+        self, messages: list[Message], max_tokens: int | None = None, session: str | None = None
     ) -> AsyncIterator[str]:
         """Yield the reply as it is generated, in a worker thread.
 

@@ -68,7 +68,7 @@ class OpenAICompatLLM:
         """Nothing to warm here: the endpoint manages its own prompt cache."""
 
     async def stream(
-        self, messages: list[Message], max_tokens: int | None = None
+        self, messages: list[Message], max_tokens: int | None = None, session: str | None = None
     ) -> AsyncIterator[str]:
         """Yield the reply's text deltas. Closing the generator closes the HTTP stream, which
         makes the server stop generating."""
