@@ -94,10 +94,13 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
         " return v.videoWidth >= 384 && !v.paused && v.currentTime > 0; }"
     )
     assert await page.is_hidden("#placeholder")
+    # Over 3 s of media: the first second of a run's first session meets the cluster still
+    # warming up (model loads, the LLM reading its prompt), which a 1 s window took for a
+    # low frame rate (15 frames in one CI run).
     frames0 = (await inbound(page))["video"]["framesDecoded"]
-    await wait_media_time(page, 1.0)
+    await wait_media_time(page, 3.0)
     video = (await inbound(page))["video"]
-    assert video["framesDecoded"] - frames0 >= 20, (frames0, video)  # 25 per second of media
+    assert video["framesDecoded"] - frames0 >= 60, (frames0, video)  # 25 per second of media
     assert video["frameWidth"] >= 384, video
 
     # Say a sentence: speaking, then a complete (not interrupted) turn; the text shows.

@@ -156,7 +156,11 @@ async def test_monologue_is_cut_at_the_configured_maximum(app_url, voices):
         cut = await session.wait_event(lambda e: e["type"] == "utterance_truncated", timeout=40)
         assert cut["max_s"] == 20 and "20" in cut["message"]
         heard = await session.wait_event(lambda e: e["type"] == "user_transcript", timeout=30)
-        assert "dragon" in heard["text"].lower()
+        # What was said up to the cut is answered. Piper's voice differs run to run and tiny.en
+        # mishears some words ("i drag in who learns to fly over the sea" once), so: some of its words.
+        words = set("".join(c if c.isalpha() else " " for c in heard["text"].lower()).split())
+        story = {"please", "tell", "long", "story", "dragon", "learns", "fly", "over", "sea"}
+        assert len(words & story) >= 3, heard["text"]
     finally:
         await session.close()
 
