@@ -14,13 +14,15 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
-from actors.errors import CapacityError, InvalidChoice, SessionForbidden, SessionNotFound
+from actors.errors import CapacityError, InvalidChoice, RateLimited, SessionForbidden, SessionNotFound
 from actors.metrics import sessions_gauge
+from actors.rate_limit import TokenBucket
 from actors.session import SessionActor, Stages, actor_name, token_hash
 from serve_app.config import SESSION_NAMESPACE, Character, Profile
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RemoteSession = ray.remote(SessionActor)
 CLOSE_TIMEOUT_S = 5.0
+MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used dropped)
 ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when healthy)
 
 
@@ -35,6 +38,7 @@ ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when
 class _Active:
     handle: Any
     token_hash: str
+    client: str | None = None
     reaper: asyncio.Task | None = None
 
 
@@ -49,6 +53,7 @@ class SessionPool:
         self._active: dict[str, _Active] = {}
         self._creating = 0  # creations in flight count against the cap too
         self._fill_task: asyncio.Task | None = None
+        self._creation_rates: OrderedDict[str, TokenBucket] = OrderedDict()  # by client address
 
     # --- warm pool ---------------------------------------------------------------------
     def _spawn(self) -> tuple[str, Any]:
@@ -102,7 +107,28 @@ class SessionPool:
     def warm_count(self) -> int:
         return len(self._warm)
 
-    async def create(self, avatar: str | None, character: str | None) -> dict:
+    def _check_client(self, client: str | None) -> None:
+        """Per client address: sessions at once, and creations a minute (429 beyond)."""
+        settings = self._settings
+        if client is None:
+            return
+        if settings.max_sessions_per_client is not None:
+            held = sum(1 for a in self._active.values() if a.client == client)
+            if held >= settings.max_sessions_per_client:
+                raise RateLimited(f"this address already has {held} session(s), the most allowed; "
+                                  "end one first", settings.retry_after_s)
+        if settings.creations_per_min_per_client is not None:
+            bucket = self._creation_rates.pop(client, None) or TokenBucket(
+                settings.creations_per_min_per_client / 60, max(1, int(settings.creations_per_min_per_client)))
+            self._creation_rates[client] = bucket  # most recently used last
+            while len(self._creation_rates) > MAX_CLIENTS_TRACKED:
+                self._creation_rates.popitem(last=False)
+            if wait := bucket.take():
+                raise RateLimited("sessions are being created too fast from this address; retry later",
+                                  max(1, round(wait)))
+
+    async def create(self, avatar: str | None, character: str | None, client: str | None = None) -> dict:
+        self._check_client(client)
         if len(self._active) + self._creating >= self._settings.max_sessions:
             raise CapacityError(
                 f"all {self._settings.max_sessions} sessions are in use; retry later",
@@ -134,7 +160,7 @@ class SessionPool:
                 raise
         finally:
             self._creating -= 1
-        active = _Active(handle, token_hash(token))
+        active = _Active(handle, token_hash(token), client)
         self._active[session_id] = active
         active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
         self.fill()

@@ -85,6 +85,7 @@ class SessionActor:
         self._turn: Turn | None = None
         self._speculations = {"started": 0, "confirmed": 0}
         self._greeted = False
+        self._warned_expiry = False
         self._activated = 0.0
         self._last_activity = 0.0
         self._closed: asyncio.Future | None = None
@@ -158,6 +159,15 @@ class SessionActor:
             )
             if self._pc is not None and self._pc.connectionState == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
+            age = now - self._activated
+            if age >= self._settings.max_lifetime_s:
+                await self.close("the session reached its maximum lifetime")
+                return
+            if not self._warned_expiry and age >= self._settings.max_lifetime_s - self._settings.lifetime_warning_s:
+                self._warned_expiry = True
+                self._emit({"type": "session_expiring",
+                            "seconds_left": round(self._settings.max_lifetime_s - age),
+                            "message": "this session ends soon (its maximum lifetime); start a new one to go on"})
             if not self._greeted and now - self._activated > self._settings.connect_timeout_s:
                 await self.close("no WebRTC connection within the connect timeout")
                 return

@@ -120,8 +120,12 @@ class AvatarSession:
         character: str | None = None,
         keep_frames: bool | Callable[[np.ndarray], np.ndarray] = False,
         mic: MediaStreamTrack | None = None,
+        create_key: str | None = None,
     ) -> None:
+        """`create_key`: the server's session-creation key, when it has one
+        (`sessions.create_token_env`)."""
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.create_key = create_key
         self.avatar = avatar
         self.character = character
         self.keep_frames = keep_frames
@@ -158,7 +162,8 @@ class AvatarSession:
 
     async def create(self) -> dict:
         body = {k: v for k, v in (("avatar", self.avatar), ("character", self.character)) if v}
-        created = (await self.request("POST", "/api/sessions", json=body)).json()
+        headers = {"Authorization": f"Bearer {self.create_key}"} if self.create_key else {}
+        created = (await self.request("POST", "/api/sessions", json=body, headers=headers)).json()
         self.session_id, self.token = created["session_id"], created["token"]
         return created
 

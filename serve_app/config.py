@@ -65,6 +65,18 @@ class SessionSettings(_Strict):
     connect_timeout_s: float = Field(30.0, gt=0)
     idle_ttl_s: float = Field(900.0, gt=0)
     retry_after_s: int = Field(10, ge=1)
+    # A session ends after this long whatever it does; the client hears of it
+    # `lifetime_warning_s` before (a `session_expiring` event).
+    max_lifetime_s: float = Field(4 * 3600, gt=0)
+    lifetime_warning_s: float = Field(60, ge=0)
+    # Who may create sessions. `create_token_env` names a variable holding a creation key
+    # (`Authorization: Bearer <key>` on POST /api/sessions) for deployments whose page sits
+    # behind their own login; unset, anyone may. Per client address: how many sessions at
+    # once and how many creations a minute (429 beyond); null = no limit (local use, where
+    # every tab is 127.0.0.1). Behind a reverse proxy every client has the proxy's address.
+    create_token_env: str | None = None
+    max_sessions_per_client: int | None = Field(None, ge=1)
+    creations_per_min_per_client: float | None = Field(None, gt=0)
     max_text_chars: int = Field(2000, ge=1)
     # Speech frames produced ahead of the clock (40 ms each): bounds latency and memory.
     max_frames_ahead: int = Field(12, ge=2)

@@ -9,6 +9,7 @@ ingress replicas can serve any session. Every session endpoint needs the session
 """
 
 import mimetypes
+import os
 import re
 import shutil
 import uuid
@@ -28,7 +29,7 @@ from serve_app import limits
 from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 from serve_app.ice import ice_servers
-from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer
+from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer, bearer_matches
 
 WEB_DIR = PROJECT_ROOT / "web"
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -253,12 +254,22 @@ class Ingress:
         }
 
     @app.post("/api/sessions", status_code=201, response_model=SessionCreated)
-    async def create_session(self, body: SessionCreate | None = None) -> dict:
+    async def create_session(
+        self, request: Request, body: SessionCreate | None = None, authorization: str | None = Header(None)
+    ) -> dict:
+        """Needs `Authorization: Bearer <creation key>` when the profile names one
+        (`sessions.create_token_env`)."""
+        key_env = self._profile.sessions.create_token_env
+        if key_env:
+            if not bearer_matches(authorization, os.environ.get(key_env, "")):
+                raise HTTPException(403, "creating a session needs the creation key "
+                                    "(Authorization: Bearer <key>)")
         body = body or SessionCreate()
         for kind, value in (("avatar", body.avatar), ("character", body.character)):
             if value is not None and not SAFE_ID.fullmatch(value):
                 raise HTTPException(422, f"{kind} id must be 1-64 letters, digits, '-' or '_'")
-        created = await self._manager.create.remote(body.avatar, body.character)
+        client = request.client.host if request.client else None
+        created = await self._manager.create.remote(body.avatar, body.character, client)
         # Browsers need the TURN credential too: from the environment (never the YAML), and
         # with auth_secret_env one of their own that expires.
         return {**created, "ice_servers": ice_servers(self._profile.sessions.ice_servers, created["session_id"])}

@@ -83,10 +83,15 @@ def admin_refusal(authorization: str | None, token_env: str) -> str | None:
     expected = os.environ.get(token_env)
     if not expected:
         return f"avatar administration is disabled: the server has no admin token (set ${token_env})"
-    given = bearer(authorization) or ""
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not bearer_matches(authorization, expected):
         return "missing or wrong admin token"
     return None
+
+
+def bearer_matches(authorization: str | None, expected: str) -> bool:
+    """Whether the header carries `Bearer <expected>` (compared in constant time)."""
+    given = bearer(authorization) or ""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -162,10 +167,12 @@ LINGER_BYTES = 4 * 1024 * 1024  # and how much of it
 async def _linger(receive: Callable) -> None:
     """Read and drop a little more of a refused body before the connection closes.
 
-    Closing a socket with unread data in it sends a TCP reset, and a client still uploading
-    then loses the response it had not read yet: it sees "connection reset", not the 403 or
-    413 that says why. A short, bounded drain (what nginx calls a lingering close) lets the
-    answer arrive first; the bound keeps it from becoming the read it was meant to avoid.
+    Closing a socket with unread data in it sends a TCP reset, which can destroy an answer
+    the client has not read yet: it sees "connection reset", not the 403 or 413 that says
+    why. A short, bounded drain (what nginx calls a lingering close) gives the answer time to
+    arrive first; the bound keeps it from becoming the read it was meant to avoid, so a client
+    that goes on sending past it may still see the reset (Serve's proxy closes the connection
+    when this handler returns; we cannot close it more gently from here).
     """
     drained = 0
 

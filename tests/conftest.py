@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The avatar admin token, set before the Ray cluster starts so every replica inherits it.
 os.environ.setdefault("DH_ADMIN_TOKEN", secrets.token_urlsafe(16))
+# The session-creation key of tests/fixtures/strict.yaml (tests/integration/test_admission.py).
+os.environ.setdefault("DH_TEST_CREATE_KEY", secrets.token_urlsafe(16))
 
 
 @pytest.fixture(scope="session")

@@ -1436,6 +1436,16 @@
         log(`Utterance truncated: ${message}`, 'warn');
         break;
       }
+      case 'session_expiring': {
+        const message = ev.message || 'This session ends soon.';
+        showNotice(`${message} (${ev.seconds_left ?? '?'} s left)`, 'warn');
+        log(`Session expiring in ${ev.seconds_left ?? '?'} s`, 'warn');
+        break;
+      }
+      case 'session': {
+        log(`Session: avatar ${ev.avatar}, voice ${ev.voice}`, 'event');
+        break;
+      }
       case 'error': {
         const message = ev.message || ev.detail || 'Unknown server error';
         const stage = ev.stage ? String(ev.stage) : '';

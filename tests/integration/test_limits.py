@@ -86,12 +86,19 @@ async def raw_post(app_url: str, path: str, headers: dict, total: int, chunk: in
     return status, rest, sent
 
 
+def answered_or_reset(status: str, rest: str, code: int, word: str) -> None:
+    """A client still sending its body when refused reads the refusal, or (when the server
+    closes with its body unread, the kernel sends a reset that may drop the answer) a reset.
+    Either way the server's counters, checked by the callers, show the refusal."""
+    if status:
+        assert f" {code} " in status and word in rest, (status, rest)
+
+
 async def test_upload_without_token_is_403_before_its_body_is_read(app_url, http, bystander):
     before = await refusal_stats(http)
     status, rest, sent = await raw_post(
         app_url, "/api/avatars", {"Content-Type": "multipart/form-data; boundary=x"}, total=100 * MB)
-    assert " 403 " in status, status
-    assert "admin token" in rest
+    answered_or_reset(status, rest, 403, "admin token")
     assert sent < 30 * MB, sent  # most of the 100 MB was never sent: nobody read it
     after = await refusal_stats(http)
     assert after["refused"].get("403", 0) == before["refused"].get("403", 0) + 1
@@ -110,7 +117,7 @@ async def test_huge_json_bodies_are_413(app_url, http, bystander):
     status, rest, sent = await raw_post(
         app_url, f"/api/sessions/{UNKNOWN}/say", {"Content-Type": "application/json"}, total=20 * MB,
         chunk=16 * 1024)
-    assert " 413 " in status and "limit" in rest, status
+    answered_or_reset(status, rest, 413, "limit")
     after = await refusal_stats(http)
     assert after["refused"]["413"] == before["refused"].get("413", 0) + 2
     read = after["refused_body_bytes_read"] - before["refused_body_bytes_read"]

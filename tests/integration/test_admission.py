@@ -1,0 +1,80 @@
+"""Who may create sessions, how many, how fast, and for how long (tests/fixtures/strict.yaml:
+a creation key, 2 sessions per client address, 3 creations a minute, an 8 s lifetime)."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from serve_app.client import ApiError, AvatarSession
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def strict_url(app_url):
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    # Deployed in a thread: the loop keeps serving the peers of sessions already open.
+    await asyncio.to_thread(run_app, build_app({"profile": "tests/fixtures/strict.yaml"}), "strict", "/strict",
+                            timeout_s=120)
+    yield f"{app_url}/strict"
+    await asyncio.to_thread(serve.delete, "strict")
+
+
+async def refused(url: str, key: str | None) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        await AvatarSession(url, create_key=key).create()
+    return info.value
+
+
+async def test_a_session_is_warned_then_ended_at_its_lifetime(strict_url):
+    session = await AvatarSession(strict_url, create_key=os.environ["DH_TEST_CREATE_KEY"]).start()
+    ended = asyncio.Event()
+    session.pc.on("connectionstatechange",
+                  lambda: ended.set() if session.pc.connectionState in ("closed", "failed") else None)
+    try:
+        warning = await session.wait_event(lambda e: e["type"] == "session_expiring", timeout=30)
+        assert 0 < warning["seconds_left"] <= 5 and "ends soon" in warning["message"]
+        await asyncio.wait_for(ended.wait(), 45)  # the server closed the peer connection
+        with pytest.raises(ApiError) as gone:
+            await session.info()
+        assert gone.value.status == 404
+    finally:
+        await session.close()
+
+
+async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
+    key = os.environ["DH_TEST_CREATE_KEY"]
+    for wrong in (None, "not-the-key"):
+        error = await refused(strict_url, wrong)
+        assert error.status == 403 and "creation key" in error.detail
+    made = []
+    try:
+        for _ in range(2):
+            session = AvatarSession(strict_url, create_key=key)
+            await session.create()
+            made.append(session)
+        error = await refused(strict_url, key)  # a third at once from this address
+        assert error.status == 429 and "already has 2" in error.detail
+        assert int(error.headers["Retry-After"]) >= 1
+        await made.pop().close()
+        # 3 creations a minute (the test above made one): within a few more, one is refused.
+        for _ in range(3):
+            try:
+                extra = AvatarSession(strict_url, create_key=key)
+                await extra.create()
+                await extra.close()
+            except ApiError as error:
+                assert error.status == 429 and "too fast" in error.detail, error
+                assert int(error.headers["Retry-After"]) >= 1
+                break
+        else:
+            pytest.fail("no creation was refused for its rate")
+    finally:
+        for session in made:
+            await session.close()
