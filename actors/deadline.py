@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 async def call(stage: str, response: Any, timeout_s: float) -> Any:
     """Await one handle call (a DeploymentResponse) for at most `timeout_s`."""
     try:
-        return await asyncio.wait_for(_awaited(response), timeout_s)
+        return await asyncio.wait_for(response, timeout_s)  # wait_for wraps any awaitable
     except asyncio.CancelledError:
         _cancel(response)
         raise
@@ -41,10 +41,6 @@ async def stream(stage: str, response: Any, timeout_s: float) -> AsyncIterator[A
             yield item
     finally:
         _cancel(response)  # no-op once exhausted; else it stops the work on the replica
-
-
-async def _awaited(response: Any) -> Any:
-    return await response
 
 
 def _cancel(response: Any) -> None:

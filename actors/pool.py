@@ -32,6 +32,7 @@ RemoteSession = ray.remote(SessionActor)
 CLOSE_TIMEOUT_S = 5.0
 MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used dropped)
 ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when healthy)
+STATS_TIMEOUT_S = 5.0  # asking a live session what it shows
 
 
 @dataclass
@@ -204,7 +205,7 @@ class SessionPool:
         rare admin delete, never for health checks)."""
         async def avatar_of(active: _Active) -> str | None:
             try:
-                return (await asyncio.wait_for(active.handle.stats.remote(), CLOSE_TIMEOUT_S))["avatar"]
+                return (await asyncio.wait_for(active.handle.stats.remote(), STATS_TIMEOUT_S))["avatar"]
             except Exception:
                 return None  # ending, or dead: the reaper removes it
 

@@ -34,9 +34,9 @@ from actors.speculation import Gate
 from actors.turn import Marks, Turn, single
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
-from serve_app.ice import ice_servers
 from serve_app.engines.vad import create_vad_engine
 from serve_app.engines.vad.detector import UtteranceDetector
+from serve_app.ice import ice_servers
 
 log = logging.getLogger(__name__)
 

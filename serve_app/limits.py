@@ -132,13 +132,13 @@ class LimitsMiddleware:
         if refusal is not None:
             limits.stats.count(403, 0)
             await _refuse(send, 403, refusal)
-            return await _linger(receive)
+            return await _linger(receive, limits.stats)
         limit = limits.body_limit(method, path)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             limits.stats.count(413, 0)
             await _refuse(send, 413, too_large(limit))
-            return await _linger(receive)
+            return await _linger(receive, limits.stats)
 
         read = 0
         refused = False
@@ -157,14 +157,14 @@ class LimitsMiddleware:
 
         await self.app(scope, counted_receive, send)
         if refused:
-            await _linger(receive)
+            await _linger(receive, limits.stats)
 
 
 LINGER_S = 1.0  # after a refusal, how long the rest of a body is read and dropped, at most
 LINGER_BYTES = 4 * 1024 * 1024  # and how much of it
 
 
-async def _linger(receive: Callable) -> None:
+async def _linger(receive: Callable, stats: LimitStats) -> None:
     """Read and drop a little more of a refused body before the connection closes.
 
     Closing a socket with unread data in it sends a TCP reset, which can destroy an answer
@@ -188,8 +188,7 @@ async def _linger(receive: Callable) -> None:
 
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(drain(), LINGER_S)
-    if _installed is not None:
-        _installed.stats.lingered_bytes += drained
+    stats.lingered_bytes += drained
 
 
 async def _refuse(send: Callable, status: int, detail: str) -> None:
