@@ -17,10 +17,11 @@ from actors.errors import StageFailed, public_reason
 from actors.turn import Marks
 from serve_app.config import Character
 from serve_app.engines.llm.sentences import SentenceSplitter
+from serve_app.events import AssistantText, Error, Event, UserTranscript
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict], None]
+Emit = Callable[[Event], None]
 
 
 class Conversation:
@@ -82,12 +83,12 @@ async def reply(
         try:
             transcript = await deadline.call("asr", asr.transcribe.remote(audio), timeouts["asr"])
         except StageFailed as exc:
-            emit({"type": "error", "stage": exc.stage, "turn_id": turn_id, "message": str(exc)})
+            emit(Error(stage=exc.stage, turn_id=turn_id, message=str(exc)))
             yield conversation.character.apology_asr
             return
         marks.mark("asr_done")
         text = transcript.text.strip()
-        emit({"type": "user_transcript", "turn_id": turn_id, "text": text})
+        emit(UserTranscript(turn_id=turn_id, text=text))
         if len(text.split()) < min_words and not _has_cjk(text):
             return  # noise or a cough: nothing to answer
     response = llm.options(stream=True).stream.remote(conversation.messages(text), max_tokens, conversation.session)
@@ -100,7 +101,7 @@ async def reply(
         async for delta in stream:
             generated.append(delta)
             marks.mark("llm_first_token")
-            emit({"type": "assistant_text", "turn_id": turn_id, "text": delta, "delta": True})
+            emit(AssistantText(turn_id=turn_id, text=delta, delta=True))
             for sentence in splitter.push(delta):
                 said.append(sentence)
                 yield sentence
@@ -109,7 +110,7 @@ async def reply(
             yield sentence
         finished = True
     except StageFailed as exc:
-        emit({"type": "error", "stage": exc.stage, "turn_id": turn_id, "message": str(exc)})
+        emit(Error(stage=exc.stage, turn_id=turn_id, message=str(exc)))
         if not said:
             yield conversation.character.apology_llm
     finally:

@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 async def call(stage: str, response: Any, timeout_s: float) -> Any:
     """Await one handle call (a DeploymentResponse) for at most `timeout_s`."""
     try:
-        return await asyncio.wait_for(response, timeout_s)  # wait_for wraps any awaitable
+        result = await asyncio.wait_for(response, timeout_s)  # wait_for wraps any awaitable
+        _raise_if_cancelled()
+        return result
     except asyncio.CancelledError:
         _cancel(response)
         raise
@@ -32,6 +34,7 @@ async def stream(stage: str, response: Any, timeout_s: float) -> AsyncIterator[A
         while True:
             try:
                 item = await asyncio.wait_for(items.__anext__(), timeout_s)
+                _raise_if_cancelled()
             except StopAsyncIteration:
                 return
             except asyncio.CancelledError:
@@ -41,6 +44,15 @@ async def stream(stage: str, response: Any, timeout_s: float) -> AsyncIterator[A
             yield item
     finally:
         _cancel(response)  # no-op once exhausted; else it stops the work on the replica
+
+
+def _raise_if_cancelled() -> None:
+    """Python 3.11's wait_for returns the result when it lands just as the waiting task is
+    cancelled, swallowing the cancellation: a barged-in turn would then speak on. The task
+    still knows it is being cancelled; honour that."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _cancel(response: Any) -> None:

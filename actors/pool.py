@@ -23,7 +23,8 @@ import ray
 from actors.errors import CapacityError, InvalidChoice, RateLimited, SessionForbidden, SessionNotFound
 from actors.metrics import sessions_gauge
 from actors.rate_limit import TokenBucket
-from actors.session import SessionActor, Stages, actor_name, token_hash
+from actors.session import SessionActor, actor_name, token_hash
+from actors.turn_controller import StageHandles
 from serve_app.config import SESSION_NAMESPACE, Character, Profile
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class _Active:
 
 
 class SessionPool:
-    def __init__(self, profile: Profile, characters: dict[str, Character], stages: Stages) -> None:
+    def __init__(self, profile: Profile, characters: dict[str, Character], stages: StageHandles) -> None:
         self._profile = profile
         self._settings = profile.sessions
         self._characters = characters

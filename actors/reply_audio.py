@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.media import AUDIO_PER_UNIT, AUDIO_RATE
 from serve_app.engines.audio import StreamResampler
-from serve_app.engines.lipsync.base import AUDIO_RATE as LIPSYNC_RATE
-from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME
+from serve_app.engines.media import OUTPUT_PER_FRAME, OUTPUT_RATE, SAMPLES_PER_FRAME, SPEECH_RATE
 
 # The resampler holds back ~16 samples of its filter until more audio comes: a chunk does not
 # wait a whole block for them (its tail gets zeros there, and engines pad a short segment).
@@ -42,7 +40,7 @@ class ReplyAudio:
     def __init__(self, context_frames: int = 0, lookahead_frames: int = 0) -> None:
         self.context_frames = context_frames
         self.lookahead_frames = lookahead_frames
-        self._resampler = StreamResampler(AUDIO_RATE, LIPSYNC_RATE)
+        self._resampler = StreamResampler(OUTPUT_RATE, SPEECH_RATE)
         self._audio16 = np.zeros(0, np.float32)  # reply samples [_offset, _offset + len)
         self._offset = 0
         self._waiting: deque[tuple[int, np.ndarray]] = deque()  # (first frame, 48 kHz audio)
@@ -50,9 +48,9 @@ class ReplyAudio:
         self._total: int | None = None
 
     def add(self, audio48: np.ndarray) -> None:
-        """The next whole frames of the reply (a multiple of AUDIO_PER_UNIT samples)."""
-        n = len(audio48) // AUDIO_PER_UNIT
-        self._waiting.append((self._frames, audio48[: n * AUDIO_PER_UNIT]))
+        """The next whole frames of the reply (a multiple of OUTPUT_PER_FRAME samples)."""
+        n = len(audio48) // OUTPUT_PER_FRAME
+        self._waiting.append((self._frames, audio48[: n * OUTPUT_PER_FRAME]))
         self._frames += n
         self._append16(self._resampler.push(audio48))
 
@@ -67,7 +65,7 @@ class ReplyAudio:
         out = []
         while self._waiting:
             first, audio48 = self._waiting[0]
-            n = len(audio48) // AUDIO_PER_UNIT
+            n = len(audio48) // OUTPUT_PER_FRAME
             need = (first + n + self.lookahead_frames) * SAMPLES_PER_FRAME
             if self._total is None and self._end() + RESAMPLER_SLACK < need:
                 break

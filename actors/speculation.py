@@ -11,17 +11,18 @@ remembered.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Callable
+
+from serve_app.events import Event
 
 
 class Gate:
     """Holds a turn's client events and deferred actions until `open()` (its turn awaits
     `wait()` before lip-sync); an open gate passes everything straight through."""
 
-    def __init__(self, emit: Callable[[dict], None], opened: bool = False) -> None:
+    def __init__(self, emit: Callable[[Event], None], opened: bool = False) -> None:
         self._emit = emit
-        self._held: list[dict] = []
+        self._held: list[Event] = []  # each stamped when made: the client sees when it happened
         self._actions: list[Callable[[], None]] = []
         self._opened = asyncio.Event()
         if opened:
@@ -31,12 +32,10 @@ class Gate:
     def is_open(self) -> bool:
         return self._opened.is_set()
 
-    def emit(self, event: dict) -> None:
+    def emit(self, event: Event) -> None:
         if self.is_open:
             self._emit(event)
         else:
-            # Stamped now: the client's timeline shows when it happened, not when it was let out.
-            event.setdefault("t", round(time.time() * 1000))
             self._held.append(event)
 
     def when_open(self, action: Callable[[], None]) -> None:

@@ -1,9 +1,11 @@
-"""One reply: sentences -> streamed TTS -> lip-sync frames -> the session's A/V queue.
+"""One reply: sentences -> streamed TTS -> lip-sync frames -> the session's media output.
 
 The sentences come from an async iterator: a single one for `say`, or the LLM's reply split
-as it streams (see conversation.py). A turn is one asyncio task; cancelling it (barge-in)
-closes the sentence source (and so the LLM stream), the TTS stream and the lip-sync call in
-flight. The session then flushes the clock's queue, so nothing more of the turn is heard.
+as it streams (see conversation.py). A turn is one asyncio task; `abort()` (barge-in)
+cancels it, which closes the sentence source (and so the LLM stream), the TTS stream and the
+lip-sync call in flight. The turn knows its playout: `playout.done` resolves with "played"
+when the media output has shown its last frame (at once when there was nothing to say), or
+"interrupted" when it was cut or failed; the turn controller ends every turn there.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ from typing import Any
 import numpy as np
 
 from actors import deadline
+from actors.clock import AVUnit, MediaOut, Playout
 from actors.errors import StageFailed
-from actors.media import AUDIO_PER_UNIT, AUDIO_RATE, AVUnit, MediaClock
 from actors.reply_audio import ReplyAudio, ReplyChunk
 from actors.speculation import Gate
 from serve_app.engines.audio import StreamResampler, to_int16
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.visemes import VisemeTrack
+from serve_app.engines.media import OUTPUT_PER_FRAME, OUTPUT_RATE
+from serve_app.events import Error
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class Marks:
 
 
 class Turn:
-    """Speaks `sentences` through the clock. `marks` are shared with whatever produces the
+    """Speaks `sentences` to `media`. `marks` are shared with whatever produces the
     sentences (ASR and LLM marks for a voice turn). A speculative turn waits at its closed
     `gate` (speculation.py) with its first audio ready: lip-sync renders only once the gate is
     open, because a frame's index on the clock (which idle frame it blends with) is known
@@ -72,15 +76,15 @@ class Turn:
         avatar_id: str,
         tts: Any,
         lipsync: Any,
-        clock: MediaClock,
+        media: MediaOut,
         chunk_frames: int,
-        on_error: Callable[[str, str], None],
         gate: Gate,
         timeouts: Mapping[str, float],
         audio_context: tuple[int, int] = (0, 0),
+        on_first_frame: Callable[[], None] = lambda: None,
     ) -> None:
-        """`on_error(stage, message)` reports a failed stage; `timeouts` are seconds per stage
-        ("tts": per streamed chunk, "lipsync": per chunk rendered)."""
+        """A failed stage is reported through `gate` (an error event); `timeouts` are seconds
+        per stage ("tts": per streamed chunk, "lipsync": per chunk rendered)."""
         self.id = turn_id
         self._sentences = sentences
         self.spoken: list[str] = []  # sentences handed to TTS, for the conversation history
@@ -88,34 +92,32 @@ class Turn:
         self._avatar_id = avatar_id
         self._tts = tts
         self._lipsync = lipsync
-        self._clock = clock
+        self._media = media
         self._chunk_frames = chunk_frames
-        self._on_error = on_error
         self._audio_context = audio_context  # the lip-sync engine's (context, look-ahead) frames
         self.marks = marks or Marks()
         self.gate = gate
         self._timeouts = timeouts
         self.frames_queued = 0
         self.cancelled = False
-        self.failed = False  # a stage failed: the session ends the turn as interrupted
+        self.failed = False  # a stage failed: the rest of the reply will never come
+        self.playout = Playout(turn_id, on_first_frame)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"turn-{self.id}")
 
     @property
-    def done(self) -> bool:
-        return self._task is None or self._task.done()
+    def started(self) -> bool:
+        return self._task is not None
 
     def abort(self) -> None:
         """Cancel without waiting for the task to unwind (a discarded speculation)."""
         self.cancelled = True
         if self._task is not None:
             self._task.cancel()
+        self.playout.finish("interrupted")
 
-    async def cancel(self) -> None:
-        self.abort()
-        await self.wait()
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -128,19 +130,25 @@ class Turn:
         except asyncio.CancelledError:
             raise
         except StageFailed as exc:  # a failed or hung backend must not kill the session
-            self.failed = True
-            self._on_error(exc.stage, str(exc))
+            self._fail(exc.stage, str(exc))
         except Exception:
             log.exception("turn %s failed", self.id)
-            self.failed = True
-            self._on_error("turn", "the reply failed")
+            self._fail("turn", "the reply failed")
+        else:
+            if self.frames_queued == 0:
+                self.playout.finish("played")  # nothing to say: done as soon as it is known
+
+    def _fail(self, stage: str, message: str) -> None:
+        self.failed = True
+        self.gate.emit(Error(stage=stage, turn_id=self.id, message=message))
+        self.playout.finish("interrupted")
 
     async def _speak(self) -> None:
         resampler: StreamResampler | None = None
         reply = ReplyAudio(*self._audio_context)
         visemes = VisemeTrack()  # from phoneme timings, or from the audio when a chunk has none
         pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet cut into chunks
-        block = self._chunk_frames * AUDIO_PER_UNIT
+        block = self._chunk_frames * OUTPUT_PER_FRAME
         async with contextlib.aclosing(self._sentences) as sentences:
             async for sentence in sentences:
                 self.spoken.append(sentence)
@@ -150,7 +158,7 @@ class Turn:
                         self.marks.mark("tts_first_audio")
                         if resampler is None:  # the reply's first audio: start it at once
                             chunk = chunk.without_leading_silence()
-                            resampler = StreamResampler(chunk.sample_rate, AUDIO_RATE)
+                            resampler = StreamResampler(chunk.sample_rate, OUTPUT_RATE)
                         pending = np.concatenate([pending, resampler.push(chunk.samples)])
                         visemes.push(chunk)
                         while len(pending) >= block:
@@ -161,7 +169,7 @@ class Turn:
         if resampler is None:
             return  # nothing to say
         pending = np.concatenate([pending, resampler.flush()])
-        pending = np.pad(pending, (0, -len(pending) % AUDIO_PER_UNIT))
+        pending = np.pad(pending, (0, -len(pending) % OUTPUT_PER_FRAME))
         for start in range(0, len(pending), block):
             reply.add(pending[start : start + block])
         reply.finish()
@@ -173,7 +181,7 @@ class Turn:
         n = part.n
         chunk = LipSyncChunk(
             avatar_id=self._avatar_id,
-            first_frame=self._clock.next_speech_index(),
+            first_frame=self._media.next_speech_index(),
             audio=part.audio16,
             visemes=visemes.visemes(part.first, n),
             fade_in=FADE_FRAMES if part.first == 0 else 0,
@@ -188,11 +196,11 @@ class Turn:
         frames = await deadline.call("lipsync", response, self._timeouts["lipsync"])
         pcm = to_int16(part.audio48)
         for i in range(n):
-            await self._clock.put(
+            await self._media.put(
                 AVUnit(
                     frame=frames[i],
-                    audio=pcm[i * AUDIO_PER_UNIT : (i + 1) * AUDIO_PER_UNIT],
-                    turn_id=self.id,
+                    audio=pcm[i * OUTPUT_PER_FRAME : (i + 1) * OUTPUT_PER_FRAME],
+                    playout=self.playout,
                     last=part.last and i == n - 1,
                 )
             )

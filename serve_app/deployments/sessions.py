@@ -6,14 +6,14 @@ from typing import Any
 from ray import serve
 
 from actors.pool import SessionPool
-from actors.session import Stages
+from actors.turn_controller import StageHandles
 from serve_app.config import Profile, load_characters
 
 
 @serve.deployment(name="SessionManager", num_replicas=1)
 class SessionManager:
     async def __init__(self, profile: Profile, tts: Any, lipsync: Any, asr: Any, llm: Any) -> None:
-        stages = Stages(tts=tts, lipsync=lipsync, asr=asr, llm=llm)
+        stages = StageHandles(tts=tts, lipsync=lipsync, asr=asr, llm=llm)
         self.pool = SessionPool(profile, load_characters(profile.characters_dir), stages)
         self.pool.fill()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.media import AUDIO_PER_UNIT
+from serve_app.engines.media import OUTPUT_PER_FRAME
 from actors.reply_audio import ReplyAudio, ReplyChunk
 from serve_app.engines.lipsync.base import LipSyncChunk
 
@@ -14,9 +14,9 @@ def stream_reply(engine, audio48: np.ndarray, avatar_id: str, clock_frame: int =
     finished; the chunks it released and the LipSync chunks a Turn would send for them."""
     reply = ReplyAudio(engine.context_frames, engine.lookahead_frames)
     parts = []
-    frames = len(audio48) // AUDIO_PER_UNIT
+    frames = len(audio48) // OUTPUT_PER_FRAME
     for start in range(0, frames, block):
-        reply.add(audio48[start * AUDIO_PER_UNIT : (start + block) * AUDIO_PER_UNIT])
+        reply.add(audio48[start * OUTPUT_PER_FRAME : (start + block) * OUTPUT_PER_FRAME])
         parts += reply.ready()
     reply.finish()
     parts += reply.ready()

@@ -1,11 +1,11 @@
-"""The mic path's latency tweak on a real aiortc receiver."""
+"""The mic path: its latency tweak on a real aiortc receiver, and push-to-talk's bound."""
 from __future__ import annotations
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from actors.listener import MIC_PREFETCH, shorten_jitter_buffer
+from actors.transports.webrtc import MIC_PREFETCH, shorten_jitter_buffer
 
 
 def packet(n: int) -> RtpPacket:
@@ -35,45 +35,44 @@ async def test_an_aiortc_without_the_buffer_keeps_its_default():
     assert shorten_jitter_buffer(Receiver()) is False
 
 
-async def test_push_to_talk_held_too_long_is_cut_and_stays_bounded():
-    import asyncio
+class Hooks:
+    """Records what the listener reports (the turn controller's side of ListenerHooks)."""
 
-    import av
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def maybe_speech(self) -> None:
+        self.calls.append("maybe_speech")
+
+    def blip(self) -> None:
+        self.calls.append("blip")
+
+    async def speech_started(self) -> None:
+        self.calls.append("speech_started")
+
+    def paused(self, audio, ended_at) -> None:
+        self.calls.append("paused")
+
+    def went_on(self) -> None:
+        self.calls.append("went_on")
+
+    async def utterance(self, audio, ended_at, truncated) -> None:
+        self.calls.append(("utterance", len(audio), truncated))
+
+
+async def test_push_to_talk_held_too_long_is_cut_and_stays_bounded():
     import numpy as np
-    from aiortc.mediastreams import MediaStreamError
 
     from actors.listener import MicListener
     from serve_app.engines.vad import create_vad_engine
     from serve_app.engines.vad.detector import UtteranceDetector
 
-    class Mic:  # 20 ms frames of 48 kHz audio, then the track ends
-        def __init__(self, seconds: float) -> None:
-            self.left = int(seconds * 50)
-
-        async def recv(self):
-            if self.left == 0:
-                raise MediaStreamError
-            self.left -= 1
-            frame = av.AudioFrame.from_ndarray(np.full((1, 960), 3000, np.int16), format="s16", layout="mono")
-            frame.sample_rate = 48000
-            await asyncio.sleep(0)
-            return frame
-
-    utterances = []
-
-    async def on_utterance(audio, ended_at, truncated, early):
-        utterances.append((len(audio), truncated))
-
-    async def on_speech_start():
-        pass
-
-    listener = MicListener(UtteranceDetector(create_vad_engine("energy")), on_speech_start, on_utterance,
-                           max_utterance_s=2.0)
+    hooks = Hooks()
+    listener = MicListener(UtteranceDetector(create_vad_engine("energy")), hooks, max_utterance_s=2.0)
     listener.set_mode("push_to_talk")
     await listener.push_to_talk(True)
-    mic = Mic(seconds=6.0)  # held three times the limit
-    listener.start(mic)
-    await asyncio.wait_for(listener._task, 10)
-    assert utterances == [(2 * 16000, True)]  # cut at the limit, once
+    for _ in range(6 * 50):  # 20 ms frames, held three times the limit
+        await listener.push(np.full(320, 0.1, np.float32))
+    assert hooks.calls == ["speech_started", ("utterance", 2 * 16000, True)]  # cut at the limit, once
     assert listener._ptt is None  # the rest was not kept
     assert await listener.push_to_talk(False) is False  # the release says nothing more

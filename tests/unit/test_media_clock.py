@@ -5,14 +5,11 @@ import asyncio
 
 import numpy as np
 
-from actors.media import (
-    AUDIO_PER_PACKET,
-    AUDIO_PER_UNIT,
-    AvatarAudioTrack,
-    AvatarVideoTrack,
-    AVUnit,
-    MediaClock,
-)
+from actors.clock import AVUnit, MediaClock, Playout
+from actors.transports.webrtc import OUTPUT_PER_PACKET, AvatarAudioTrack, AvatarVideoTrack
+from serve_app.engines.media import OUTPUT_PER_FRAME
+
+_playouts: dict[str, Playout] = {}
 
 
 def idle(n: int) -> np.ndarray:
@@ -21,10 +18,13 @@ def idle(n: int) -> np.ndarray:
 
 def speech_unit(k: int, turn: str = "t1", last: bool = False) -> AVUnit:
     # Frame value and audio value both encode k, so pairing can be checked on the output.
+    playout = _playouts.get(turn)
+    if playout is None or playout.done.get_loop() is not asyncio.get_running_loop():
+        playout = _playouts[turn] = Playout(turn)
     return AVUnit(
         frame=np.full((8, 8, 3), k + 1, dtype=np.uint8),
-        audio=np.full(AUDIO_PER_UNIT, (k + 1) * 100, dtype=np.int16),
-        turn_id=turn,
+        audio=np.full(OUTPUT_PER_FRAME, (k + 1) * 100, dtype=np.int16),
+        playout=playout,
         last=last,
     )
 
@@ -43,11 +43,11 @@ async def test_each_video_frame_carries_exactly_its_two_audio_packets():
         value = int(frame.to_ndarray(format="rgb24")[0, 0, 0])
         for packet in packets[2 * n : 2 * n + 2]:
             pcm = packet.to_ndarray()
-            assert pcm.shape[-1] == AUDIO_PER_PACKET
+            assert pcm.shape[-1] == OUTPUT_PER_PACKET
             assert int(pcm.flat[0]) == value * 100  # idle frames (0) pair with silence (0)
         assert frame.pts == n * 3600
     assert [int(f.to_ndarray(format="rgb24")[0, 0, 0]) for f in frames] == [1, 2, 3, 4, 5, 6, 0, 0]
-    assert [p.pts for p in packets] == [m * AUDIO_PER_PACKET for m in range(16)]
+    assert [p.pts for p in packets] == [m * OUTPUT_PER_PACKET for m in range(16)]
 
 
 async def test_producer_blocks_when_queue_is_full():
@@ -73,16 +73,26 @@ async def test_flush_drops_queued_and_assigned_speech():
     assert clock.unit(1).turn_id is None
 
 
-async def test_video_sent_callback_sees_speech_and_last_flag():
-    seen = []
-    clock = MediaClock(idle, max_frames_ahead=10, on_video_sent=lambda n, u: seen.append((n, u.turn_id, u.last)))
-    await clock.put(speech_unit(0))
-    await clock.put(speech_unit(1, last=True))
+async def test_a_turns_playout_learns_what_was_shown_and_ends_at_its_last_frame():
+    firsts = []
+    playout = Playout("t1", on_first_frame=lambda: firsts.append(clock.stats.video_frames))
+    clock = MediaClock(idle, max_frames_ahead=10)
+    await clock.put(AVUnit(frame=idle(0), playout=playout))
+    await clock.put(AVUnit(frame=idle(1), playout=playout, last=True))
     video = AvatarVideoTrack(clock)
-    for _ in range(3):
-        await video.recv()
-    assert seen == [(0, "t1", False), (1, "t1", True), (2, None, False)]
-    assert clock.stats.speech_frames == 2
+    await video.recv()
+    assert firsts == [1] and playout.frames_shown == 1 and not playout.done.done()
+    await video.recv()
+    assert playout.done.result() == "played"
+    await video.recv()  # idle
+    assert playout.frames_shown == 2 and clock.stats.speech_frames == 2 and firsts == [1]
+
+
+async def test_a_cut_playout_ignores_stragglers():
+    playout = Playout("t1")
+    playout.finish("interrupted")
+    playout.shown(last=True)
+    assert playout.done.result() == "interrupted" and playout.frames_shown == 0
 
 
 async def test_hold_pauses_speech_and_resume_continues_where_it_stopped():

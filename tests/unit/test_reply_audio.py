@@ -3,14 +3,14 @@ the reply's audio aligned with its frames."""
 import numpy as np
 import pytest
 
-from actors.media import AUDIO_PER_UNIT
+from serve_app.engines.media import OUTPUT_PER_FRAME
 from actors.reply_audio import ReplyAudio
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME
 
 
 def tone(frames: int, start: int = 0) -> np.ndarray:
     """A 48 kHz ramp-modulated tone, so misplaced samples would show."""
-    t = np.arange(start * AUDIO_PER_UNIT, (start + frames) * AUDIO_PER_UNIT) / 48_000
+    t = np.arange(start * OUTPUT_PER_FRAME, (start + frames) * OUTPUT_PER_FRAME) / 48_000
     return (0.5 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))).astype(np.float32)
 
 
@@ -34,13 +34,13 @@ def test_lookahead_holds_chunks_until_their_audio_arrives(context, lookahead):
     whole = tone(23)
     got = []
     for start in range(0, 20, 5):
-        reply.add(whole[start * AUDIO_PER_UNIT : (start + 5) * AUDIO_PER_UNIT])
+        reply.add(whole[start * OUTPUT_PER_FRAME : (start + 5) * OUTPUT_PER_FRAME])
         for c in reply.ready():
             # Released only once `lookahead` frames past its end have been added.
             assert start + 5 >= c.first + c.n + lookahead
             assert c.total is None and not c.last
             got.append(c)
-    reply.add(whole[20 * AUDIO_PER_UNIT :])
+    reply.add(whole[20 * OUTPUT_PER_FRAME :])
     reply.finish()
     tail = reply.ready()
     assert tail and tail[-1].last and tail[-1].total == 23 * SAMPLES_PER_FRAME
@@ -57,7 +57,7 @@ def test_lookahead_holds_chunks_until_their_audio_arrives(context, lookahead):
         end = c.segment_offset + len(c.segment)
         assert end >= min(23, c.first + c.n + lookahead) * SAMPLES_PER_FRAME - 16
         np.testing.assert_allclose(c.segment, whole16[c.segment_offset : end], atol=1e-4)
-        assert np.array_equal(c.audio48, whole[c.first * AUDIO_PER_UNIT : (c.first + c.n) * AUDIO_PER_UNIT])
+        assert np.array_equal(c.audio48, whole[c.first * OUTPUT_PER_FRAME : (c.first + c.n) * OUTPUT_PER_FRAME])
 
 
 def test_memory_stays_bounded_over_a_long_reply():

@@ -8,75 +8,15 @@ import numpy as np
 import pytest
 import ray.exceptions
 
+from actors.clock import MediaClock
 from actors.errors import public_reason
-from actors.media import MediaClock
 from actors.speculation import Gate
 from actors.turn import Turn
-from serve_app.engines.tts.base import AudioChunk
+from serve_app.events import Error
+from tests.unit.stage_fakes import FakeHandle, frames_ok, speech, tts_ok
 
 TIMEOUTS = {"tts": 0.3, "lipsync": 0.3}
 RAY_INSIDES = ("pid=", "ip=", "Traceback", "actor_id", "127.0.0.1")
-
-
-class FakeStream:
-    """What `handle.options(stream=True).method.remote(...)` returns: async-iterable, cancellable."""
-
-    def __init__(self, items) -> None:
-        self._items = items
-        self.cancelled = False
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        item = await self._items.__anext__()
-        return item
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeResponse:
-    def __init__(self, coro) -> None:
-        self._coro = coro
-        self.cancelled = False
-
-    def __await__(self):
-        return self._coro.__await__()
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeHandle:
-    """`.options(...).<method>.remote(...)` calls `behaviour(*args)`; records the responses."""
-
-    def __init__(self, method: str, behaviour, streaming: bool) -> None:
-        self._method, self._behaviour, self._streaming = method, behaviour, streaming
-        self.responses: list = []
-
-    def options(self, **_):
-        return self
-
-    def __getattr__(self, name):
-        if name != self._method:
-            raise AttributeError(name)
-        return self
-
-    def remote(self, *args):
-        result = self._behaviour(*args)
-        response = FakeStream(result) if self._streaming else FakeResponse(result)
-        self.responses.append(response)
-        return response
-
-
-def speech(seconds: float = 0.4) -> AudioChunk:
-    t = np.arange(int(22050 * seconds)) / 22050
-    return AudioChunk((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), 22050)
-
-
-async def tts_ok(text, voice):
-    yield speech()
 
 
 def tts_failing_after_first(error: BaseException):
@@ -92,27 +32,22 @@ async def tts_hanging(text, voice):
     yield speech()  # never
 
 
-async def frames_ok(chunk):
-    return [np.zeros((8, 8, 3), np.uint8)] * chunk_len(chunk)
-
-
-def chunk_len(chunk) -> int:
-    return len(chunk.visemes)
-
-
 async def run_turn(tts, lipsync, sentences=("Hello there. How are you?",)):
-    errors: list[tuple[str, str]] = []
+    events: list = []
     clock = MediaClock(lambda n: np.zeros((8, 8, 3), np.uint8), max_frames_ahead=1000)
 
     async def source():
         for s in sentences:
             yield s
 
-    turn = Turn("t1", source(), voice=None, avatar_id="default", tts=tts, lipsync=lipsync, clock=clock,
-                chunk_frames=5, on_error=lambda stage, message: errors.append((stage, message)),
-                gate=Gate(lambda e: None, opened=True), timeouts=TIMEOUTS)
+    turn = Turn("t1", source(), voice=None, avatar_id="default", tts=tts, lipsync=lipsync, media=clock,
+                chunk_frames=5, gate=Gate(events.append, opened=True), timeouts=TIMEOUTS)
     turn.start()
     await asyncio.wait_for(turn.wait(), 10)
+    if turn.failed:  # a failed turn's playout is over at once: the rest never comes
+        assert turn.playout.done.result() == "interrupted"
+    errors = [(e.stage, e.message) for e in events if isinstance(e, Error)]
+    assert all(e.turn_id == "t1" for e in events)
     return turn, errors
 
 
@@ -163,3 +98,17 @@ def test_public_reason_hides_ray_internals():
     for exc in (ray.exceptions.ActorDiedError(), wrapped, ray.exceptions.GetTimeoutError("pid=1")):
         text = public_reason(exc)
         assert text and not any(word in text for word in RAY_INSIDES + ("10.0.0.5",)), text
+
+
+async def test_an_answer_landing_as_the_turn_is_cancelled_does_not_swallow_the_cancel():
+    """Python 3.11's wait_for returns a result that lands with the cancellation; a barged-in
+    turn must stop all the same."""
+    from actors import deadline
+
+    answer = asyncio.get_running_loop().create_future()
+    caller = asyncio.create_task(deadline.call("asr", answer, 5))
+    await asyncio.sleep(0)  # the caller waits for the answer
+    answer.set_result("late transcript")
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from serve_app.engines.media import SPEECH_RATE as SAMPLE_RATE  # noqa: F401 (the ASR's input rate)
 
 
 class ASRUnavailable(RuntimeError):

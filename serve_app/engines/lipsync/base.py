@@ -6,9 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-FPS = 25
-AUDIO_RATE = 16_000
-SAMPLES_PER_FRAME = AUDIO_RATE // FPS  # 640 samples of 16 kHz audio per video frame
+from serve_app.engines.media import FPS, SAMPLES_PER_FRAME, SPEECH_RATE  # noqa: F401 (the stage's units)
 
 # Mouth shapes in the spirit of Rhubarb Lip Sync:
 # A closed (P B M), B slightly open (K S T, EE), C open (EH AE), D wide open (AA),

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..audio import to_float32
 from ..tts.base import AudioChunk, PhonemeSpan
-from .base import AUDIO_RATE, FPS, VISEMES
+from .base import SPEECH_RATE, FPS, VISEMES
 
 # espeak IPA as Piper emits it (one code point per phoneme; a merged cluster such as "aɪ" or
 # "tʃ" takes the shape of its first sound). Letters not listed fall back to "B".
@@ -169,7 +169,7 @@ _HALF_ROUND_RATIO = 0.3  # ... above this: ɔ, ɚ (rounded)
 
 
 def visemes_from_audio(
-    audio: np.ndarray, n_frames: int, sample_rate: int = AUDIO_RATE
+    audio: np.ndarray, n_frames: int, sample_rate: int = SPEECH_RATE
 ) -> list[str]:
     """Visemes from mono float audio alone: loudness sets openness, spectrum sets shape.
 

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from serve_app.engines.media import SPEECH_RATE as SAMPLE_RATE  # noqa: F401 (the VAD's input rate)
 
 
 class VADEngine(Protocol):

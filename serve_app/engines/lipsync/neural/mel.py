@@ -30,7 +30,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from serve_app.engines.media import SPEECH_RATE as SAMPLE_RATE
+
 N_FFT = 800
 HOP = 200
 WIN_LENGTH = 800

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import AUDIO_RATE, FPS
+from ..base import SPEECH_RATE, FPS
 from .weights import WeightsError, check_keys, load_state, pick_device, require_dir, require_file
 
 SIZE = 256                   # face crop side, pixels
@@ -38,7 +38,7 @@ HIDDEN_STATES = 5            # embeddings + 4 encoder layers
 WINDOW_FRAMES = 2            # frames of audio either side of a video frame
 PAD_STEPS = WINDOW_FRAMES * AUDIO_STEPS_PER_FRAME             # 4 steps before the frame
 WINDOW_STEPS = AUDIO_STEPS_PER_FRAME * (2 * WINDOW_FRAMES + 1)  # 10 steps per video frame
-SAMPLES_PER_STEP = AUDIO_RATE // (FPS * AUDIO_STEPS_PER_FRAME)  # 320 samples = 20 ms
+SAMPLES_PER_STEP = SPEECH_RATE // (FPS * AUDIO_STEPS_PER_FRAME)  # 320 samples = 20 ms
 WHISPER_STEPS = 1500         # encoder output steps for the 30 s input
 MAX_SEGMENT_SAMPLES = WHISPER_STEPS * SAMPLES_PER_STEP         # 30 s
 ENCODE_BATCH = 16            # crops per VAE encode call
@@ -222,7 +222,7 @@ class MuseTalk:
                                f"missing {missing[:3]}, mismatched {mismatched[:3]}")
         bad = _mismatch({k: getattr(features, k, None) for k in ("feature_size", "sampling_rate",
                                                                   "hop_length", "n_samples")},
-                        {"feature_size": 80, "sampling_rate": AUDIO_RATE,
+                        {"feature_size": 80, "sampling_rate": SPEECH_RATE,
                          "hop_length": SAMPLES_PER_STEP // 2, "n_samples": MAX_SEGMENT_SAMPLES}, {})
         if bad:
             raise WeightsError(f"{what}: {whisper_dir / 'preprocessor_config.json'} is not whisper's "
@@ -287,7 +287,7 @@ class MuseTalk:
         out = [np.zeros((len(r.steps), PROMPT_TOKENS, FEATURE_DIM), dtype=np.float32) for r in checked]
         if not run:
             return out
-        mel = self._features([checked[i].segment for i in run], sampling_rate=AUDIO_RATE,
+        mel = self._features([checked[i].segment for i in run], sampling_rate=SPEECH_RATE,
                              return_tensors="np", device=self.device).input_features
         with torch.inference_mode():
             mel_t = torch.from_numpy(mel).to(self.device, self.dtype)
@@ -309,8 +309,8 @@ class MuseTalk:
         if seg.ndim != 1:
             raise ValueError(f"the audio segment must be mono (1-D), got shape {seg.shape}")
         if len(seg) > MAX_SEGMENT_SAMPLES:
-            raise ValueError(f"the audio segment is {len(seg) / AUDIO_RATE:.2f} s; whisper takes at most "
-                             f"{MAX_SEGMENT_SAMPLES // AUDIO_RATE} s ({MAX_SEGMENT_SAMPLES} samples)")
+            raise ValueError(f"the audio segment is {len(seg) / SPEECH_RATE:.2f} s; whisper takes at most "
+                             f"{MAX_SEGMENT_SAMPLES // SPEECH_RATE} s ({MAX_SEGMENT_SAMPLES} samples)")
         if offset < 0 or offset % SAMPLES_PER_STEP:
             raise ValueError(f"offset {offset} must be a non-negative multiple of {SAMPLES_PER_STEP} samples "
                              f"(one 20 ms whisper step)")

@@ -1,11 +1,14 @@
-"""The session's A/V clock and the aiortc tracks that it paces.
+"""The session's A/V clock: where a turn's media goes out (the `MediaOut` it writes to).
 
 One clock per session: video frame n is due at t0 + n * 40 ms and carries exactly the two
-20 ms audio frames 2n and 2n + 1. Both tracks take their media from the same `AVUnit` for
-index n, so audio and video cannot drift apart however long the session runs.
+20 ms audio frames 2n and 2n + 1. Every reader of the clock (the WebRTC tracks, a WebSocket
+or MJPEG sender) takes its media from the same `AVUnit` for index n, so audio and video
+cannot drift apart however long the session runs.
 
 Speech units wait in a short bounded queue (producers block when it is full); when it is
-empty the clock plays idle frames with silence, so the stream never stalls.
+empty the clock plays idle frames with silence, so the stream never stalls. A reader that
+shows a unit reports it (`video_sent`), and the unit's `Playout` learns what its turn has
+shown, so a turn knows when it has been played out.
 """
 from __future__ import annotations
 
@@ -13,26 +16,44 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Callable
+from typing import Callable, Literal, Protocol
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame, VideoFrame
 
-FPS = 25
-FRAME_S = 1 / FPS
-AUDIO_RATE = 48_000
-AUDIO_PER_UNIT = AUDIO_RATE // FPS  # 1920 samples: two 20 ms packets
-AUDIO_PER_PACKET = AUDIO_PER_UNIT // 2
-VIDEO_TIME_BASE = Fraction(1, 90_000)
-AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
-# A track this far behind its schedule skips ahead instead of bursting to catch up.
-MAX_LATE_FRAMES = 5
+from serve_app.engines.media import FRAME_S, OUTPUT_PER_FRAME
+
 # Units cached for the slower track; a client that negotiated only one track must not grow this.
 MAX_CACHED_UNITS = 50
 
-SILENCE = np.zeros(AUDIO_PER_UNIT, dtype=np.int16)
+SILENCE = np.zeros(OUTPUT_PER_FRAME, dtype=np.int16)
+
+
+Outcome = Literal["played", "interrupted"]
+
+
+class Playout:
+    """What the client has been shown of one turn. The media output reports each of the
+    turn's frames as it is shown; `done` resolves with "played" once the last one is, or with
+    "interrupted" when the turn is cut (or fails, or has nothing to say) before that."""
+
+    def __init__(self, turn_id: str, on_first_frame: Callable[[], None] = lambda: None) -> None:
+        self.turn_id = turn_id
+        self.frames_shown = 0
+        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._on_first_frame = on_first_frame
+
+    def shown(self, last: bool) -> None:
+        if self.done.done():
+            return  # a straggler after the turn was cut
+        self.frames_shown += 1
+        if self.frames_shown == 1:
+            self._on_first_frame()
+        if last:
+            self.finish("played")
+
+    def finish(self, outcome: Outcome) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
 
 
 @dataclass
@@ -41,8 +62,24 @@ class AVUnit:
 
     frame: np.ndarray
     audio: np.ndarray = field(default_factory=lambda: SILENCE)
-    turn_id: str | None = None  # None for idle units
+    playout: Playout | None = None  # None for idle units
     last: bool = False  # the final unit of its turn
+
+    @property
+    def turn_id(self) -> str | None:
+        return self.playout.turn_id if self.playout else None
+
+
+class MediaOut(Protocol):
+    """Where a turn puts its A/V units. `MediaClock` is the real-time one (every live
+    transport reads it); an offline output (a file render) takes units as fast as they come.
+    Either reports each unit it shows to the unit's `Playout`."""
+
+    async def put(self, unit: AVUnit) -> None: ...
+    def next_speech_index(self) -> int: ...
+    def hold(self) -> None: ...
+    def resume(self) -> None: ...
+    def flush(self) -> int: ...
 
 
 @dataclass
@@ -61,11 +98,9 @@ class MediaClock:
         self,
         idle_frame: Callable[[int], np.ndarray],
         max_frames_ahead: int,
-        on_video_sent: Callable[[int, AVUnit], None] | None = None,
     ) -> None:
         self._idle_frame = idle_frame
         self._max_ahead = max_frames_ahead
-        self._on_video_sent = on_video_sent
         self._speech: deque[AVUnit] = deque()
         self._space = asyncio.Event()
         self._units: dict[int, AVUnit] = {}
@@ -92,10 +127,16 @@ class MediaClock:
 
     # --- producing ----------------------------------------------------------------------
     async def put(self, unit: AVUnit) -> None:
-        """Queue a speech unit, waiting while the queue is a full `max_frames_ahead` deep."""
+        """Queue a speech unit, waiting while the queue is a full `max_frames_ahead` deep. A unit
+        of a turn already cut is dropped: a stage's answer can land as the turn is cancelled
+        (asyncio.wait_for then returns it instead of raising), and none of it may be heard."""
+        if unit.playout is not None and unit.playout.done.done():
+            return
         while len(self._speech) >= self._max_ahead:
             self._space.clear()
             await self._space.wait()
+            if unit.playout is not None and unit.playout.done.done():
+                return
         self._speech.append(unit)
 
     def queued(self) -> int:
@@ -108,7 +149,7 @@ class MediaClock:
             return
         self._held = True
         sent = -1 if self._last_video is None else self._last_video  # frames on screen stay
-        assigned = sorted(i for i, u in self._units.items() if u.turn_id is not None and i > sent)
+        assigned = sorted(i for i, u in self._units.items() if u.playout is not None and i > sent)
         for index in reversed(assigned):
             self._speech.appendleft(self._units[index])
             self._units[index] = AVUnit(self._idle_frame(index))
@@ -122,7 +163,7 @@ class MediaClock:
         self._speech.clear()
         self._held = False
         for index, unit in list(self._units.items()):
-            if unit.turn_id is not None:
+            if unit.playout is not None:
                 self._units[index] = AVUnit(self._idle_frame(index))
                 dropped += 1
         self._space.set()
@@ -153,80 +194,6 @@ class MediaClock:
     def video_sent(self, index: int, unit: AVUnit) -> None:
         self._last_video = index
         self.stats.video_frames += 1
-        if unit.turn_id is not None:
+        if unit.playout is not None:
             self.stats.speech_frames += 1
-        if self._on_video_sent is not None:
-            self._on_video_sent(index, unit)
-
-
-class _ClockedTrack(MediaStreamTrack):
-    """Shared pacing: wait until the packet's due time, skip ahead when far behind."""
-
-    period_s: float
-
-    def __init__(self, clock: MediaClock) -> None:
-        super().__init__()
-        self._clock = clock
-        self._next: int | None = None
-
-    def _first_index(self) -> int:
-        raise NotImplementedError
-
-    async def _wait_turn(self) -> int:
-        if self.readyState != "live":
-            raise MediaStreamError
-        t0 = self._clock.start()
-        if self._next is None:
-            self._next = self._first_index()
-        delay = t0 + self._next * self.period_s - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif -delay > MAX_LATE_FRAMES * FRAME_S:
-            caught_up = int((time.monotonic() - t0) / self.period_s)
-            self._clock.stats.skipped_frames += caught_up - self._next
-            self._next = caught_up
-        elif -delay > FRAME_S:
-            self._clock.stats.late_frames += 1
-        index = self._next
-        self._next += 1
-        return index
-
-
-class AvatarVideoTrack(_ClockedTrack):
-    kind = "video"
-    period_s = FRAME_S
-
-    def _first_index(self) -> int:
-        return self._clock.current_index()
-
-    async def recv(self) -> VideoFrame:
-        n = await self._wait_turn()
-        unit = self._clock.unit(n)
-        frame = VideoFrame.from_ndarray(unit.frame, format="rgb24")
-        frame.pts = n * 3600
-        frame.time_base = VIDEO_TIME_BASE
-        self._clock.video_sent(n, unit)
-        return frame
-
-
-class AvatarAudioTrack(_ClockedTrack):
-    kind = "audio"
-    period_s = FRAME_S / 2
-
-    def _first_index(self) -> int:
-        return 2 * self._clock.current_index()
-
-    async def recv(self) -> AudioFrame:
-        m = await self._wait_turn()
-        unit = self._clock.unit(m // 2)
-        half = m % 2
-        samples = unit.audio[half * AUDIO_PER_PACKET : (half + 1) * AUDIO_PER_PACKET]
-        frame = AudioFrame(format="s16", layout="mono", samples=AUDIO_PER_PACKET)
-        frame.planes[0].update(np.ascontiguousarray(samples).tobytes())
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = m * AUDIO_PER_PACKET
-        frame.time_base = AUDIO_TIME_BASE
-        self._clock.stats.audio_packets += 1
-        if half:
-            self._clock.audio_done(m // 2)
-        return frame
+            unit.playout.shown(unit.last)

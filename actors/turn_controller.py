@@ -1,0 +1,233 @@
+"""The session core: which turn is current, which is speculative, and how each one ends.
+
+No Ray and no aiortc here: the stages are handles (Serve's, or fakes in tests), media goes
+to a `MediaOut`, events to an `emit` callable, and the mic arrives through the
+`ListenerHooks` this class implements. Every transport (WebRTC, WebSocket) drives the same
+controller, so speculation, barge-in and failure handling behave the same on each.
+
+A turn ends by one route: its playout (`Turn.playout.done`, resolved by the media output or
+by the turn itself) is awaited in `_see_through`, which alone emits `turn_end`.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from actors.clock import MediaOut
+from actors.conversation import Conversation, reply
+from actors.speculation import Gate
+from actors.turn import Marks, Turn, single
+from serve_app.events import (
+    AssistantText, BargeIn, Event, Latency, State, TurnEnd, UtteranceTruncated,
+)
+
+
+@dataclass
+class StageHandles:
+    """Handles to the model deployments a session calls (Serve's, or fakes in tests)."""
+
+    tts: Any
+    lipsync: Any
+    asr: Any
+    llm: Any
+
+
+@dataclass
+class TurnSettings:
+    chunk_frames: int  # frames per lip-sync call
+    timeouts: Mapping[str, float]  # seconds per stage call (StageSettings.timeout_s)
+    max_tokens: int | None = None
+    max_utterance_s: float = 30.0
+    audio_context: tuple[int, int] = (0, 0)  # the lip-sync engine's (context, look-ahead) frames
+
+
+class TurnMetrics(Protocol):
+    def speculation(self, outcome: str) -> None: ...
+    def marks(self, values: Mapping[str, float]) -> None: ...
+
+
+class _NoMetrics:
+    def speculation(self, outcome: str) -> None:
+        pass
+
+    def marks(self, values: Mapping[str, float]) -> None:
+        pass
+
+
+SentenceSource = Callable[[str, Marks, Gate], AsyncIterator[str]]
+
+
+@dataclass
+class _Current:
+    turn: Turn
+    ending: asyncio.Task = field(repr=False)
+
+
+class TurnController:
+    def __init__(
+        self,
+        stages: StageHandles,
+        media: MediaOut,
+        emit: Callable[[Event], None],
+        conversation: Conversation,
+        settings: TurnSettings,
+        *,
+        avatar_id: str,
+        voice: str | None,
+        metrics: TurnMetrics | None = None,
+    ) -> None:
+        self._stages = stages
+        self._media = media
+        self._emit = emit
+        self._conversation = conversation
+        self._settings = settings
+        self.avatar_id = avatar_id  # what the next turn shows and says with
+        self.voice = voice
+        self._metrics = metrics or _NoMetrics()
+        self._current: _Current | None = None
+        self._speculative: Turn | None = None  # a reply to a pause, behind a closed gate
+        self.speculations = {"started": 0, "confirmed": 0}
+
+    @property
+    def speaking(self) -> bool:
+        """A turn is current (thinking or speaking)."""
+        return self._current is not None
+
+    # --- requests ------------------------------------------------------------------------
+    async def say(self, text: str, interrupt: bool = True) -> str:
+        """Speak `text` as given (`say`, the greeting); returns the turn id."""
+        if interrupt:
+            await self.interrupt()
+        turn = self._adopt(self._new_turn(lambda *_: single(text), Marks("request"), Gate(self._emit, opened=True)))
+        self._emit(AssistantText(turn_id=turn.id, text=text))
+        return turn.id
+
+    async def ask(self, text: str) -> str:
+        """A typed message to the character, answered by the LLM like a spoken one."""
+        await self.interrupt()
+        return self._adopt(self._reply_turn(Marks("request"), Gate(self._emit, opened=True), text=text)).id
+
+    async def interrupt(self) -> bool:
+        """Cut the current turn: its stage calls are cancelled, its media dropped. Returns
+        once its `turn_end` has been emitted (False: there was none)."""
+        current = self._current
+        if current is None:
+            return False
+        current.turn.abort()
+        self._media.flush()  # at once: nothing more of it is heard while its calls unwind
+        await current.turn.wait()
+        await current.ending
+        return True
+
+    def discard_speculation(self) -> None:
+        """Drop the reply started in the current pause: nothing of it was seen or recorded."""
+        if self._speculative is not None:
+            self._speculative.abort()
+            self._speculative = None
+
+    async def close(self) -> None:
+        self.discard_speculation()
+        await self.interrupt()
+
+    # --- ListenerHooks ---------------------------------------------------------------
+    def maybe_speech(self) -> None:
+        """The first voiced frame: silence the avatar now; cut the turn once the VAD is sure."""
+        if self._current is not None:
+            self._media.hold()
+
+    def blip(self) -> None:
+        self._media.resume()
+
+    async def speech_started(self) -> None:
+        """The user started talking: barge in on whatever the avatar is doing."""
+        if await self.interrupt():
+            self._emit(BargeIn())
+        self._emit(State(state="listening"))
+
+    def paused(self, audio: np.ndarray, ended_at: float) -> None:
+        """Start replying to what was said so far, held behind a closed gate until the VAD
+        ends the utterance at this pause (speculation.py)."""
+        self.discard_speculation()
+        turn = self._reply_turn(Marks("speech_end", started=ended_at), Gate(self._emit), audio=audio)
+        turn.start()
+        self._speculative = turn
+        self._count_speculation("started")
+
+    def went_on(self) -> None:
+        self.discard_speculation()
+
+    async def utterance(self, audio: np.ndarray, ended_at: float, truncated: bool) -> None:
+        if truncated:  # cut mid-speech: a pause's reply did not hear all of it
+            self.discard_speculation()
+            max_s = self._settings.max_utterance_s
+            self._emit(UtteranceTruncated(
+                max_s=max_s, message=f"you spoke for more than {max_s:g} s; I'll answer what I heard so far"))
+        early, self._speculative = self._speculative, None
+        await self.interrupt()
+        if early is not None and not early.cancelled:  # the reply to this pause is under way
+            early.marks.rebase(ended_at)
+            self._count_speculation("confirmed")
+            turn = self._adopt(early)
+        else:
+            turn = self._adopt(self._reply_turn(Marks("speech_end", started=ended_at), Gate(self._emit), audio=audio))
+        turn.marks.mark("end_confirmed")  # when the VAD was sure
+
+    # --- turns ---------------------------------------------------------------------------
+    def _reply_turn(self, marks: Marks, gate: Gate, **user_input) -> Turn:
+        """A conversational turn: (ASR ->) LLM -> sentences; recorded once its gate opens."""
+        settings = self._settings
+
+        def source(turn_id: str, marks: Marks, gate: Gate) -> AsyncIterator[str]:
+            return reply(
+                **user_input, turn_id=turn_id, asr=self._stages.asr, llm=self._stages.llm,
+                conversation=self._conversation, marks=marks, emit=gate.emit,
+                max_tokens=settings.max_tokens, timeouts=settings.timeouts, when_committed=gate.when_open,
+            )
+
+        return self._new_turn(source, marks, gate)
+
+    def _new_turn(self, source: SentenceSource, marks: Marks, gate: Gate) -> Turn:
+        turn_id = uuid.uuid4().hex[:12]
+        settings = self._settings
+
+        def first_frame() -> None:
+            turn.marks.mark("first_frame_sent")
+            self._emit(State(state="speaking", turn_id=turn.id))
+            self._emit(Latency(turn_id=turn.id, marks=dict(turn.marks.values)))
+            self._metrics.marks(turn.marks.values)
+
+        turn = Turn(
+            turn_id, source(turn_id, marks, gate), marks=marks, voice=self.voice, avatar_id=self.avatar_id,
+            tts=self._stages.tts, lipsync=self._stages.lipsync, media=self._media,
+            chunk_frames=settings.chunk_frames, audio_context=settings.audio_context,
+            timeouts=settings.timeouts, gate=gate, on_first_frame=first_frame,
+        )
+        return turn  # first_frame() runs only once a frame is shown, so `turn` is bound by then
+
+    def _adopt(self, turn: Turn) -> Turn:
+        """Make `turn` current (there is none now): the client sees it from here on."""
+        if not turn.started:
+            turn.start()
+        self._emit(State(state="thinking", turn_id=turn.id))
+        self._current = _Current(turn, asyncio.get_running_loop().create_task(self._see_through(turn)))
+        turn.gate.open()
+        return turn
+
+    async def _see_through(self, turn: Turn) -> None:
+        """The one place a turn ends: when its playout is done, however it got there."""
+        outcome = await turn.playout.done
+        if turn.failed:
+            self._media.flush()  # its queued frames would end mid-word: the rest never comes
+        if self._current is not None and self._current.turn is turn:
+            self._current = None
+        self._emit(TurnEnd(turn_id=turn.id, interrupted=outcome == "interrupted"))
+        self._emit(State(state="idle"))
+
+    def _count_speculation(self, outcome: str) -> None:
+        self.speculations[outcome] += 1
+        self._metrics.speculation(outcome)

@@ -1,0 +1,157 @@
+"""The session's vocabulary: every event the server sends a client, and every control
+message a client may send, each a model with a `type` literal.
+
+One module, so the session core, each transport (WebRTC data channel, WebSocket), the web
+page and the README agree on what exists: `EVENT_TYPES` is what a client must handle
+(tests/unit/test_events.py checks the page does). Events serialise to one JSON object
+each; `t` is the server's wall clock in ms when the event happened (a speculative reply's
+held events keep the time they were made, not the time they were let out).
+"""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+TurnState = Literal["listening", "thinking", "speaking", "idle"]
+MicMode = Literal["hands_free", "push_to_talk"]
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    t: int = Field(default_factory=_now_ms)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+# --- server -> client -------------------------------------------------------------------
+class Ready(Event):
+    """The client's media is connected; the greeting (if any) follows."""
+
+    type: Literal["ready"] = "ready"
+    session_id: str
+
+
+class State(Event):
+    type: Literal["state"] = "state"
+    state: TurnState
+    turn_id: str | None = None
+
+
+class UserTranscript(Event):
+    type: Literal["user_transcript"] = "user_transcript"
+    turn_id: str
+    text: str
+
+
+class AssistantText(Event):
+    """The reply's text: whole for `say`, token deltas (`delta`) for an LLM reply."""
+
+    type: Literal["assistant_text"] = "assistant_text"
+    turn_id: str
+    text: str
+    delta: bool = False
+
+
+class Latency(Event):
+    """The turn's latency marks in ms since its origin (`request` or `speech_end`)."""
+
+    type: Literal["latency"] = "latency"
+    turn_id: str
+    marks: dict[str, float]
+
+
+class TurnEnd(Event):
+    type: Literal["turn_end"] = "turn_end"
+    turn_id: str
+    interrupted: bool
+
+
+class BargeIn(Event):
+    """The user started talking over the avatar: its reply was cut."""
+
+    type: Literal["barge_in"] = "barge_in"
+
+
+class UtteranceTruncated(Event):
+    type: Literal["utterance_truncated"] = "utterance_truncated"
+    max_s: float
+    message: str
+
+
+class MicModeChanged(Event):
+    type: Literal["mic_mode"] = "mic_mode"
+    mode: MicMode
+
+
+class SessionChanged(Event):
+    """The session's avatar or voice changed (PATCH /api/sessions/{id})."""
+
+    type: Literal["session"] = "session"
+    avatar: str
+    voice: str | None
+
+
+class SessionExpiring(Event):
+    type: Literal["session_expiring"] = "session_expiring"
+    seconds_left: int
+    message: str
+
+
+class Error(Event):
+    """A stage failed in a turn (`stage`: asr, llm, tts, lipsync, turn), or a client message
+    was refused (`stage`: control). The message is fit for a person; no server insides."""
+
+    type: Literal["error"] = "error"
+    stage: str
+    message: str
+    turn_id: str | None = None
+
+
+ServerEvent = Annotated[
+    Union[Ready, State, UserTranscript, AssistantText, Latency, TurnEnd, BargeIn,
+          UtteranceTruncated, MicModeChanged, SessionChanged, SessionExpiring, Error],
+    Field(discriminator="type"),
+]
+EVENT_TYPES: frozenset[str] = frozenset(
+    get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(ServerEvent)[0])
+)
+
+
+# --- client -> server (data channel, WebSocket) -----------------------------------------
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SetMicMode(Command):
+    type: Literal["mic_mode"]
+    mode: MicMode
+
+
+class PushToTalk(Command):
+    type: Literal["ptt"]
+    down: bool
+
+
+ControlMessage = Annotated[Union[SetMicMode, PushToTalk], Field(discriminator="type")]
+_control = TypeAdapter(ControlMessage)
+
+
+class BadMessage(ValueError):
+    """A client message that is not JSON or not one of the documented types."""
+
+
+def parse_message(raw: str | bytes, adapter: TypeAdapter = _control) -> Any:
+    """One client message, validated; BadMessage says what is wrong in one line."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise BadMessage(f"{where}: {first['msg']}") from None
