@@ -64,6 +64,7 @@ class AVUnit:
     audio: np.ndarray = field(default_factory=lambda: SILENCE)
     playout: Playout | None = None  # None for idle units
     last: bool = False  # the final unit of its turn
+    viseme: str = "X"  # the mouth shape shown (X: rest), for clients that draw the face
 
     @property
     def turn_id(self) -> str | None:

@@ -12,12 +12,13 @@ class TokenBucket:
         self._clock = clock
         self._at = clock()
 
-    def take(self) -> float:
-        """0 when a request may go ahead (and counts it), else the seconds until one may."""
+    def take(self, cost: float = 1) -> float:
+        """0 when a request of `cost` tokens may go ahead (and counts it), else the seconds
+        until it may."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_s)
         self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return 0.0
-        return (1 - self._tokens) / self._per_s
+        return (cost - self._tokens) / self._per_s

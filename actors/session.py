@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,27 +25,33 @@ import numpy as np
 from actors.clock import MediaClock
 from actors.conversation import Conversation, prefill
 from actors.errors import (
-    InvalidChoice, RateLimited, SessionConflict, SessionForbidden, SessionNotFound,
+    BadRequest, InvalidChoice, RateLimited, SessionConflict, SessionError, SessionForbidden, SessionNotFound,
 )
 from actors.listener import MicListener
 from actors.metrics import FrameCounters, record_marks, speculative_replies
 from actors.rate_limit import TokenBucket
 from actors.transports.base import Transport
 from actors.transports.webrtc import WebRTCTransport
+from actors.transports.websocket import WebSocketTransport
 from actors.turn_controller import StageHandles, TurnController, TurnSettings
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.vad import create_vad_engine
+from serve_app.engines.audio import to_float32
+from serve_app.engines.media import FPS, OUTPUT_RATE, SPEECH_RATE
 from serve_app.engines.vad.detector import UtteranceDetector
 from serve_app.events import (
-    BadMessage, Error, Event, MicModeChanged, PushToTalk, Ready, SessionChanged, SessionExpiring,
-    SetMicMode, State, parse_message,
+    Ack, Ask, BadMessage, Command, Error, Event, Interrupt, MicModeChanged, Ping, Pong, PushToTalk, Ready, Say,
+    ServerPing, ServerPong, SessionChanged, SessionExpiring, SetMicMode, State, Welcome, parse_message,
+    parse_socket_message,
 )
 from serve_app.ice import ice_servers
 
 log = logging.getLogger(__name__)
 
 MAX_UNSENT_EVENTS = 200  # events kept for a client that has not connected yet
+CLOSE_NO_HEARTBEAT, CLOSE_REPLACED = 4408, 4409  # WebSocket close codes (README)
+MIC_BURST_S = 2.0  # WebSocket mic audio may run this far ahead of real time, no further
 
 
 def token_hash(token: str) -> str:
@@ -79,6 +86,7 @@ class SessionActor:
         self._token_hash: str | None = None
         self._character: Character | None = None
         self._core: TurnController | None = None
+        self._conversation: Conversation | None = None
         self._listener: MicListener | None = None
         self._clock: MediaClock | None = None
         self._webrtc: WebRTCTransport | None = None
@@ -96,6 +104,12 @@ class SessionActor:
         self._control_rate = TokenBucket(self._settings.control_messages_per_s,
                                          max(1, int(self._settings.control_messages_per_s)))
         self._control_dropped = 0  # client messages over the size or rate limit, or malformed
+        self._sockets: dict[str, WebSocketTransport] = {}  # by connection id: at most one live
+        self._socket_lost_at: float | None = None  # when the last WebSocket client went away
+        self._socket_pinged = 0.0
+        self._socket_opened = 0  # connections so far (a later one is a resume)
+        self._mic_budget = TokenBucket(SPEECH_RATE, int(SPEECH_RATE * MIC_BURST_S))
+        self._mic_dropped = 0  # WebSocket mic samples beyond real time
 
     # --- lifecycle --------------------------------------------------------------------
     async def ready(self) -> bool:
@@ -108,7 +122,7 @@ class SessionActor:
             raise SessionConflict("session already active")
         self._check_avatar(avatar_id)
         self._character = character
-        conversation = Conversation(character, self._profile.llm.history_turns, self.id)
+        conversation = self._conversation = Conversation(character, self._profile.llm.history_turns, self.id)
         prefill(self._stages.llm, conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
@@ -183,6 +197,10 @@ class SessionActor:
             )
             if self._webrtc is not None and self._webrtc.state == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
+            await self._watch_sockets(now)
+            if self._socket_lost_at is not None and now - self._socket_lost_at > self._settings.resume_ttl_s:
+                await self.close("the WebSocket client did not come back within resume_ttl_s")
+                return
             age = now - self._activated
             if age >= self._settings.max_lifetime_s:
                 await self.close("the session reached its maximum lifetime")
@@ -228,14 +246,28 @@ class SessionActor:
 
     async def say(self, token: str | None, text: str) -> dict:
         self._authorize(token)
-        self._rate_limit()
-        return {"turn_id": await self._core.say(text)}
+        return {"turn_id": await self._say(text)}
 
     async def ask(self, token: str | None, text: str) -> dict:
         """A typed message to the character: answered by the LLM, like a spoken one."""
         self._authorize(token)
+        return {"turn_id": await self._ask(text)}
+
+    def _checked_text(self, text: str) -> str:
+        limit = self._settings.max_text_chars
+        if not text.strip():
+            raise BadRequest("text is empty")
+        if len(text) > limit:
+            raise BadRequest(f"text is {len(text)} characters; the limit is {limit}")
+        return text
+
+    async def _say(self, text: str) -> str:
         self._rate_limit()
-        return {"turn_id": await self._core.ask(text)}
+        return await self._core.say(self._checked_text(text))
+
+    async def _ask(self, text: str) -> str:
+        self._rate_limit()
+        return await self._core.ask(self._checked_text(text))
 
     async def interrupt(self, token: str | None) -> dict:
         self._authorize(token)
@@ -283,16 +315,19 @@ class SessionActor:
             "speech_frames": clock.speech_frames if clock else 0,
             "late_frames": clock.late_frames if clock else 0,
             "speculative_replies": dict(core.speculations) if core else {"started": 0, "confirmed": 0},
+            "exchanges": len(self._conversation) if self._conversation else 0,
             "control_messages_dropped": self._control_dropped,
+            "websocket": next((t.info() for t in self._sockets.values()), None),
+            "mic_samples_dropped": self._mic_dropped,
         }
 
     # --- what transports call (SessionPort) ------------------------------------------------
     async def connected(self) -> None:
         log.info("session %s connected", self.id)
-        if self._greeted:
-            return
-        self._greeted = True
         self._emit(Ready(session_id=self.id))
+        if self._greeted:
+            return  # a reconnect: no second greeting
+        self._greeted = True
         greeting = self._character.greeting if self._character else ""
         if greeting and not self._core.speaking:
             await self._core.say(greeting, interrupt=False)
@@ -312,9 +347,16 @@ class SessionActor:
         try:
             command = parse_message(raw)
         except BadMessage as exc:
-            self._control_dropped += 1
-            self._emit(Error(stage="control", message=f"bad control message: {exc}"[:200]))
+            self._refuse(f"bad control message: {exc}")
             return
+        await self._command(command)
+
+    def _refuse(self, message: str) -> None:
+        self._control_dropped += 1
+        self._emit(Error(stage="control", message=message[:200]))
+
+    async def _command(self, command: Command) -> None:
+        """A mic-mode or push-to-talk message, from the data channel or a WebSocket."""
         core, listener = self._core, self._listener
         if isinstance(command, SetMicMode):
             listener.set_mode(command.mode)
@@ -338,3 +380,119 @@ class SessionActor:
         unsent, self._unsent = self._unsent, []
         for event in unsent:
             transport.send_event(event)
+
+    # --- WebSocket clients (serve_app/ws_relay.py relays each socket) -----------------------
+    async def ws_open(self, token: str | None, face: str) -> dict:
+        """A WebSocket client said hello. A newer connection with the token replaces the
+        older one (a reconnect): same session, history and avatar."""
+        self._authorize(token)
+        for connection in list(self._sockets):
+            await self._drop_socket(connection, CLOSE_REPLACED, "replaced by a newer connection to this session")
+        ws = self._settings.websocket
+        transport = WebSocketTransport(self._clock, face, primary=self._webrtc is None,
+                                       video_window=ws.video_window_frames, audio_window=ws.audio_window_frames,
+                                       jpeg_quality=ws.jpeg_quality)
+        connection = uuid.uuid4().hex
+        self._sockets[connection] = transport
+        self._socket_lost_at = None
+        self._socket_opened += 1
+        transport.start()
+        welcome = Welcome(session_id=self.id, face=face, resumed=self._socket_opened > 1, fps=FPS,
+                          audio_rate=OUTPUT_RATE, first_frame=transport.first_frame, heartbeat_s=ws.heartbeat_s)
+        self._attach(transport)
+        await self.connected()
+        return {"connection": connection, "welcome": welcome.to_json()}
+
+    async def ws_pull(self, connection: str) -> dict:
+        """What waits for the client: {"messages": [...]}, or {"close": code, "reason": ...}."""
+        transport = self._sockets.get(connection)
+        if transport is None:
+            return {"close": CLOSE_REPLACED, "reason": "this connection was replaced or has ended"}
+        messages = await transport.pull()
+        if messages is None:
+            return {"close": transport.close_code, "reason": transport.close_reason}
+        return {"messages": messages}
+
+    async def ws_receive(self, connection: str, items: list) -> None:
+        """Client messages in the order sent: JSON text, and binary mic audio (PCM16 mono
+        16 kHz), consecutive pieces of which are heard as one."""
+        transport = self._sockets.get(connection)
+        if transport is None:
+            return
+        transport.heard()
+        self._last_activity = time.monotonic()
+        audio: list[bytes] = []
+        for item in items:
+            if isinstance(item, bytes):
+                audio.append(item)
+                continue
+            if audio:
+                await self._hear_pcm(b"".join(audio))
+                audio = []
+            await self._socket_message(transport, item)
+        if audio:
+            await self._hear_pcm(b"".join(audio))
+
+    async def ws_gone(self, connection: str, reason: str) -> None:
+        """The relay's socket closed: the session waits resume_ttl_s for the client."""
+        if connection in self._sockets:
+            await self._drop_socket(connection, 1000, reason)
+            if not self._sockets and self._webrtc is None:
+                self._socket_lost_at = time.monotonic()
+
+    async def _drop_socket(self, connection: str, code: int, reason: str) -> None:
+        transport = self._sockets.pop(connection)
+        if transport in self._transports:
+            self._transports.remove(transport)
+        await transport.close(code, reason)
+
+    async def _watch_sockets(self, now: float) -> None:
+        heartbeat = self._settings.websocket.heartbeat_s
+        for connection, transport in list(self._sockets.items()):
+            self._last_activity = now  # a live socket keeps the session, as flowing media does
+            if now - transport.last_heard > 2 * heartbeat:
+                await self._drop_socket(connection, CLOSE_NO_HEARTBEAT, "no message or pong for two heartbeats")
+                if not self._sockets and self._webrtc is None:
+                    self._socket_lost_at = now
+            elif now - self._socket_pinged >= heartbeat:
+                transport.send_text(ServerPing().to_json())
+        if now - self._socket_pinged >= heartbeat:
+            self._socket_pinged = now
+
+    async def _hear_pcm(self, data: bytes) -> None:
+        samples = np.frombuffer(data[: len(data) - len(data) % 2], np.int16)
+        if self._mic_budget.take(len(samples)):  # faster than real time: not heard
+            self._mic_dropped += len(samples)
+            return
+        await self.hear(to_float32(samples))
+
+    async def _socket_message(self, transport: WebSocketTransport, raw: str) -> None:
+        if len(raw) > self._settings.websocket.max_message_bytes:
+            self._refuse("message too long")
+            return
+        try:
+            command = parse_socket_message(raw)
+        except BadMessage as exc:
+            self._refuse(f"bad message: {exc}")
+            return
+        if isinstance(command, Ack):
+            transport.ack(command.frame)
+        elif isinstance(command, Ping):
+            transport.send_text(ServerPong().to_json())
+        elif isinstance(command, Pong):
+            pass  # heard() already noted it
+        elif self._control_rate.take():
+            self._control_dropped += 1
+        else:
+            try:
+                if isinstance(command, Say):
+                    await self._say(command.text)
+                elif isinstance(command, Ask):
+                    await self._ask(command.text)
+                elif isinstance(command, Interrupt):
+                    await self._core.interrupt()
+                else:
+                    await self._command(command)
+            except SessionError as exc:
+                self._refuse(str(exc))
+

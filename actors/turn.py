@@ -202,6 +202,7 @@ class Turn:
                     audio=pcm[i * OUTPUT_PER_FRAME : (i + 1) * OUTPUT_PER_FRAME],
                     playout=self.playout,
                     last=part.last and i == n - 1,
+                    viseme=chunk.visemes[i],
                 )
             )
         self.frames_queued += n

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fractions
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -296,3 +297,151 @@ class AvatarSession:
         for task in self._tasks:
             task.cancel()
         await self.http.aclose()
+
+
+# --- WebSocket sessions ---------------------------------------------------------------------
+SOCKET_AUDIO, SOCKET_JPEG = 1, 2  # binary message kinds (actors/transports/websocket.py)
+SOCKET_HEADER = struct.Struct("<BI")
+
+
+@dataclass
+class SocketFrame:
+    frame: int  # the session clock's frame index: plays at frame * 40 ms
+    t: float  # time.monotonic() on arrival
+    rms: float = 0.0  # audio: of the 40 ms, int16 scale
+    data: bytes | None = None  # JPEG bytes (when keep_frames)
+
+
+class SocketSession(AvatarSession):
+    """A session over one WebSocket (`GET /ws/sessions/{id}`): events, audio, and the face
+    as JPEG frames or mouth keyframes. REST calls (say, ask, ...) work as on AvatarSession;
+    `send` speaks the socket's own messages. Acks every `ack_every` frames (flow control);
+    `pause_reading()` stops reading the socket altogether (a client that hung)."""
+
+    def __init__(self, base_url: str, face: str = "jpeg", ack_every: int = 5, **kwargs) -> None:
+        super().__init__(base_url, **kwargs)
+        self.face = face
+        self.ack_every = ack_every
+        self.ws = None
+        self.welcome: dict | None = None
+        self.audio: list[SocketFrame] = []
+        self.jpegs: list[SocketFrame] = []
+        self.mouths: list[dict] = []
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self._acked = -1
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._reader: asyncio.Task | None = None
+
+    def socket_url(self) -> str:
+        return str(self.http.base_url).replace("http", "ws", 1).rstrip("/") + f"/ws/sessions/{self.session_id}"
+
+    async def connect(self, token: str | None = None, hello: dict | None = None) -> dict | None:
+        """Open the socket and say hello (with `token`, default this session's); returns the
+        welcome, or None when the server closed instead (see close_code, close_reason)."""
+        import websockets
+
+        self.ws = await websockets.connect(self.socket_url(), max_size=2**22, ping_interval=None)
+        await self.ws.send(json.dumps(hello or {"type": "hello", "token": token or self.token, "face": self.face}))
+        try:
+            first = await self.ws.recv()
+        except websockets.ConnectionClosed as exc:
+            self._closed(exc)
+            return None
+        self.welcome = json.loads(first)
+        self._acked = self.welcome["first_frame"] - 1
+        self._reader = asyncio.ensure_future(self._read())
+        return self.welcome
+
+    async def start(self, timeout: float = 30) -> "SocketSession":
+        await self.create()
+        await self.connect()
+        await self.wait_event(lambda e: e["type"] == "ready", timeout)
+        return self
+
+    def _closed(self, exc) -> None:
+        rcvd = getattr(exc, "rcvd", None)
+        self.close_code = rcvd.code if rcvd else getattr(exc, "code", None)
+        self.close_reason = rcvd.reason if rcvd else ""
+
+    async def _read(self) -> None:
+        import websockets
+
+        try:
+            while True:
+                await self._reading.wait()
+                message = await self.ws.recv()
+                if isinstance(message, bytes):
+                    self._on_media(message)
+                else:
+                    self._on_text(message)
+                await self._notify()
+        except websockets.ConnectionClosed as exc:
+            self._closed(exc)
+            await self._notify()
+
+    def _on_text(self, text: str) -> None:
+        message = json.loads(text)
+        kind = message.get("type")
+        if kind == "ping":
+            asyncio.ensure_future(self.send({"type": "pong"}))
+        elif kind == "mouth":
+            message["received_at"] = time.monotonic()
+            self.mouths.append(message)
+            self._took(message["frame"])
+        elif kind != "pong":
+            self._on_event(text)
+
+    def _on_media(self, data: bytes) -> None:
+        kind, frame = SOCKET_HEADER.unpack_from(data)
+        payload = data[SOCKET_HEADER.size:]
+        if kind == SOCKET_AUDIO:
+            pcm = np.frombuffer(payload, np.int16).astype(np.float32)
+            rms = float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
+            self.audio.append(SocketFrame(frame, time.monotonic(), rms))
+        elif kind == SOCKET_JPEG:
+            self.jpegs.append(SocketFrame(frame, time.monotonic(), data=payload if self.keep_frames else None))
+        self._took(frame)
+
+    def _took(self, frame: int) -> None:
+        if self.ack_every and frame - self._acked >= self.ack_every:
+            self._acked = frame
+            asyncio.ensure_future(self.send({"type": "ack", "frame": frame}))
+
+    async def send(self, message: dict | str | bytes) -> None:
+        """A message as JSON (dict), raw text (str) or binary (bytes: mic audio)."""
+        import websockets
+
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self.ws.send(message if isinstance(message, (bytes, str)) else json.dumps(message))
+
+    async def send_audio(self, pcm16: np.ndarray, frame_samples: int = 320) -> None:
+        """Mic audio, PCM16 mono 16 kHz, in 20 ms binary messages, as fast as the socket takes
+        them (pace it yourself for real time)."""
+        data = np.ascontiguousarray(pcm16, np.int16)
+        for start in range(0, len(data), frame_samples):
+            await self.send(data[start:start + frame_samples].tobytes())
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    async def wait_until(self, predicate, timeout: float = 30) -> None:
+        """Wait until `predicate(self)` holds, re-checking as messages arrive."""
+        async with self._arrivals:
+            await asyncio.wait_for(self._arrivals.wait_for(lambda: predicate(self)), timeout)
+
+    async def wait_closed(self, timeout: float = 30) -> int | None:
+        await self.wait_until(lambda s: s.close_code is not None, timeout)
+        return self.close_code
+
+    async def disconnect(self) -> None:
+        """Close the socket only (the session stays, for a resume)."""
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def close(self, delete: bool = True) -> None:
+        await self.disconnect()
+        await super().close(delete)

@@ -57,6 +57,19 @@ class IceServer(_Strict):
         return self
 
 
+class WebSocketSettings(_Strict):
+    """WebSocket sessions (GET /ws/sessions/{id}); see README "WebSocket sessions"."""
+
+    hello_timeout_s: float = Field(5.0, gt=0)  # the token must come this soon after connecting
+    max_message_bytes: int = Field(64 * 1024, ge=1024)  # one client message (a mic frame is 640)
+    heartbeat_s: float = Field(10.0, gt=0)  # server pings this often; silent for 2x: gone
+    # Flow control by the client's acks: frames this far past the newest acked one lose
+    # their picture (video_window) and then their audio too (audio_window).
+    video_window_frames: int = Field(25, ge=1)
+    audio_window_frames: int = Field(100, ge=1)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+
+
 class SessionSettings(_Strict):
     max_sessions: int = Field(4, ge=1)
     warm_pool: int = Field(1, ge=0)
@@ -96,6 +109,10 @@ class SessionSettings(_Strict):
     # and so are those beyond the rate; both are counted.
     max_control_message_bytes: int = Field(1024, ge=64)
     control_messages_per_s: float = Field(20, gt=0)
+    # A WebSocket client that drops may reconnect with its token this long after, to the
+    # same session (history, avatar); after that the session ends.
+    resume_ttl_s: float = Field(30.0, ge=0)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
     @field_validator("candidate_networks")
     @classmethod

@@ -155,3 +155,94 @@ def parse_message(raw: str | bytes, adapter: TypeAdapter = _control) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"
         raise BadMessage(f"{where}: {first['msg']}") from None
+
+
+# --- WebSocket sessions: the protocol around the events ---------------------------------
+Face = Literal["jpeg", "visemes", "none"]
+
+
+class Hello(Command):
+    """The first client message on /ws/sessions/{id}: the token travels here, never in the URL."""
+
+    type: Literal["hello"]
+    token: str = Field(..., min_length=1, max_length=256)
+    face: Face = "jpeg"
+
+
+class Say(Command):
+    type: Literal["say"]
+    text: str = Field(..., min_length=1, max_length=20_000)
+
+
+class Ask(Command):
+    type: Literal["ask"]
+    text: str = Field(..., min_length=1, max_length=20_000)
+
+
+class Interrupt(Command):
+    type: Literal["interrupt"]
+
+
+class Ack(Command):
+    """The newest frame index the client has taken in: the server's flow control."""
+
+    type: Literal["ack"]
+    frame: int = Field(..., ge=0)
+
+
+class Ping(Command):
+    type: Literal["ping"]
+
+
+class Pong(Command):
+    type: Literal["pong"]
+
+
+SocketMessage = Annotated[
+    Union[SetMicMode, PushToTalk, Say, Ask, Interrupt, Ack, Ping, Pong], Field(discriminator="type")]
+_socket = TypeAdapter(SocketMessage)
+_hello = TypeAdapter(Hello)
+
+
+def parse_hello(raw: str | bytes) -> Hello:
+    return parse_message(raw, _hello)
+
+
+def parse_socket_message(raw: str | bytes) -> Any:
+    return parse_message(raw, _socket)
+
+
+class Welcome(Event):
+    """The server's answer to `hello`: how media will come."""
+
+    type: Literal["welcome"] = "welcome"
+    session_id: str
+    face: Face
+    resumed: bool  # a reconnect: the same session, history and avatar
+    fps: int
+    audio_rate: int
+    first_frame: int  # the index of the first frame this connection gets
+    heartbeat_s: float
+
+
+class Mouth(Event):
+    """A mouth keyframe for clients that render the face themselves (`face: "visemes"`):
+    frame `frame` plays at `t_ms` on the session clock, as does its audio."""
+
+    type: Literal["mouth"] = "mouth"
+    frame: int
+    t_ms: int
+    viseme: str  # A-H or X (rest): see serve_app/engines/lipsync/base.py VISEMES
+    weight: float  # how open, 0..1, from the frame's audio
+    turn_id: str | None = None
+
+
+class ServerPing(Event):
+    type: Literal["ping"] = "ping"
+
+
+class ServerPong(Event):
+    type: Literal["pong"] = "pong"
+
+
+PROTOCOL_TYPES: frozenset[str] = frozenset({"welcome", "mouth", "ping", "pong"})  # not events

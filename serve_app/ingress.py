@@ -1,4 +1,5 @@
-"""FastAPI ingress deployment: the web page, the REST API and WebRTC signalling.
+"""FastAPI ingress deployment: the web pages, the REST API, WebRTC signalling and the
+WebSocket relay.
 
 (No `from __future__ import annotations` here: Serve rebuilds the routes in the replica and
 FastAPI must see real types, not strings.)
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ray
-from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -30,6 +31,7 @@ from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, vali
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 from serve_app.ice import ice_servers
 from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer, bearer_matches
+from serve_app.ws_relay import Relay, close_code, read_hello
 
 WEB_DIR = PROJECT_ROOT / "web"
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -119,6 +121,28 @@ class Ingress:
     @app.get("/", include_in_schema=False)
     def index(self) -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/ws.html", include_in_schema=False)
+    def websocket_page(self) -> FileResponse:
+        return FileResponse(WEB_DIR / "ws.html")
+
+    @app.websocket("/ws/sessions/{session_id}")
+    async def session_socket(self, websocket: WebSocket, session_id: str) -> None:
+        """A session over one WebSocket (README "WebSocket sessions"): hello with the token
+        first, then events, audio and face out, commands and mic audio in."""
+        await websocket.accept()
+        settings = self._profile.sessions.websocket
+        hello = await read_hello(websocket, settings.hello_timeout_s, settings.max_message_bytes)
+        if hello is None:
+            return
+        try:
+            session = self._session(session_id)
+            opened = await session.ws_open.remote(hello.token, hello.face)
+        except SessionError as exc:
+            await websocket.close(close_code(exc), str(getattr(exc, "cause", None) or exc)[:120])
+            return
+        await websocket.send_text(opened["welcome"])
+        await Relay(websocket, session, opened["connection"], settings.max_message_bytes).run()
 
     @app.get("/api/health")
     async def health(self) -> dict:

@@ -75,6 +75,8 @@ class Relay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # already closed by _down, or the client left
+                await self._ws.close(1000, "the session ended")
         with contextlib.suppress(Exception):
             await self._session.ws_gone.remote(self._connection, reason)
 

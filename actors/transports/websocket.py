@@ -22,7 +22,7 @@ import logging
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -45,8 +45,7 @@ class FlowStats:
     frames: int = 0  # frames paced
     video_dropped: int = 0  # frames sent without their picture (client behind)
     audio_dropped: int = 0  # frames sent without their audio (client far behind)
-    sent_bytes: int = 0
-    by_kind: dict = field(default_factory=dict)
+    queued_bytes: int = 0  # everything handed to the relay
 
 
 def mouth_weight(audio: np.ndarray) -> float:
@@ -78,6 +77,10 @@ class WebSocketTransport:
         self.last_heard = time.monotonic()  # any client message (acks, pongs) keeps it alive
         self.stats = FlowStats()
         self.closed = False
+        self.close_code, self.close_reason = 1000, ""
+
+    def info(self) -> dict:
+        return {"face": self.face, "acked_frame": self._acked, **asdict(self.stats)}
 
     @property
     def first_frame(self) -> int:
@@ -88,8 +91,12 @@ class WebSocketTransport:
         self._acked = self._next - 1  # the client has nothing yet, and owes nothing yet
         self._pacer = asyncio.get_running_loop().create_task(self._pace())
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1000, reason: str = "the session ended") -> None:
+        """Stop; the relay's next pull gets (code, reason) and closes the socket with them."""
+        if self.closed:
+            return
         self.closed = True
+        self.close_code, self.close_reason = code, reason
         self._ready.set()  # a waiting pull answers at once
         if self._pacer is not None:
             self._pacer.cancel()
@@ -130,7 +137,7 @@ class WebSocketTransport:
             self._events += 1
             if self._events > MAX_EVENTS:  # a relay that stopped pulling: keep the newest
                 self._drop_oldest(lambda m: isinstance(m, str))
-        self.stats.sent_bytes += len(message)
+        self.stats.queued_bytes += len(message)
         self._ready.set()
 
     def _drop_oldest(self, match) -> None:

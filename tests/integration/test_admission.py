@@ -1,5 +1,6 @@
 """Who may create sessions, how many, how fast, and for how long (tests/fixtures/strict.yaml:
-a creation key, 2 sessions per client address, 3 creations a minute, an 8 s lifetime)."""
+a creation key, 2 sessions per client address, 4 creations a minute, a 20 s lifetime, 1 s
+WebSocket heartbeats and a 2 s resume window)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,11 @@ import os
 
 import pytest
 
-from serve_app.client import ApiError, AvatarSession
+import json
+
+import websockets
+
+from serve_app.client import ApiError, AvatarSession, SocketSession
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +53,32 @@ async def test_a_session_is_warned_then_ended_at_its_lifetime(strict_url):
         await session.close()
 
 
+async def test_a_websocket_client_that_goes_silent_is_dropped_and_its_session_ends(strict_url):
+    """No pong (nor any message) for two heartbeats: the socket is closed with 4408; no
+    reconnect within resume_ttl_s: the session ends, well before its lifetime would."""
+    session = SocketSession(strict_url, create_key=os.environ["DH_TEST_CREATE_KEY"])
+    try:
+        await session.create()
+        async with websockets.connect(session.socket_url()) as silent:
+            await silent.send(json.dumps({"type": "hello", "token": session.token, "face": "none"}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # reads everything (pings included), answers nothing
+                    await asyncio.wait_for(silent.recv(), 10)
+            assert closed.value.rcvd.code == 4408 and "heartbeat" in closed.value.rcvd.reason
+
+        async def ended() -> int:
+            while True:
+                try:
+                    await session.info()
+                except ApiError as gone:
+                    return gone.status
+                await asyncio.sleep(0.2)  # polling the server, not timing the test
+
+        assert await asyncio.wait_for(ended(), 10) == 404  # its 20 s lifetime is far off
+    finally:
+        await session.close()
+
+
 async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
     key = os.environ["DH_TEST_CREATE_KEY"]
     for wrong in (None, "not-the-key"):
@@ -63,7 +94,7 @@ async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
         assert error.status == 429 and "already has 2" in error.detail
         assert int(error.headers["Retry-After"]) >= 1
         await made.pop().close()
-        # 3 creations a minute (the test above made one): within a few more, one is refused.
+        # 4 creations a minute (the tests above made two): within a few more, one is refused.
         for _ in range(3):
             try:
                 extra = AvatarSession(strict_url, create_key=key)
