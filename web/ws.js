@@ -18,7 +18,7 @@ const PLAYOUT_LEAD_S = 0.12;   // audio is scheduled this far ahead of its first
 const $ = (id) => document.getElementById(id);
 const canvas = $('face'), ctx = canvas.getContext('2d');
 const dhws = window.dhws = {
-  state: 'idle', events: [], frames: 0, audioFrames: 0, loudFrames: 0, mouths: [],
+  state: 'idle', events: [], frames: 0, audioFrames: 0, loudFrames: [], jpegSizes: {}, mouths: [],
   welcome: null, sessionId: null, drawnFrames: 0, lastFrame: -1, closeCode: null,
 };
 let ws = null, session = null, audioCtx = null, audioBase = null, acked = -1, mic = null;
@@ -98,7 +98,7 @@ function playAudio(frame, pcm) {
   dhws.audioFrames += 1;
   let peak = 0;
   for (let i = 0; i < pcm.length; i += 8) peak = Math.max(peak, Math.abs(pcm[i]));
-  if (peak > 1000) dhws.loudFrames += 1;
+  if (peak > 1000 && dhws.loudFrames.length < 5000) dhws.loudFrames.push(frame);
   if (!audioCtx || !dhws.welcome) return;
   const rate = dhws.welcome.audio_rate, fps = dhws.welcome.fps;
   if (audioBase === null || audioCtx.currentTime > audioBase + frame / fps + 0.5) {
@@ -117,6 +117,7 @@ function playAudio(frame, pcm) {
 
 async function drawJpeg(frame, payload) {
   dhws.frames += 1;
+  if (Object.keys(dhws.jpegSizes).length < 5000) dhws.jpegSizes[frame] = payload.byteLength;
   const bitmap = await createImageBitmap(new Blob([payload], { type: 'image/jpeg' }));
   ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   bitmap.close();
@@ -157,7 +158,15 @@ async function toggleMic(on) {
 
 function send(message) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message)); }
 $('ws-start').onclick = () => start().catch((e) => { log(String(e)); setState('failed'); });
-$('ws-stop').onclick = () => { if (ws) ws.close(1000, 'stopped'); toggleMic(false); };
+async function stop() {  // ends the session too (a dropped socket alone waits resume_ttl_s for a reconnect)
+  if (ws) ws.close(1000, 'stopped');
+  toggleMic(false);
+  if (session) {
+    const s = session; session = null;
+    await fetch(`/api/sessions/${s.session_id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
+  }
+}
+$('ws-stop').onclick = () => stop().catch((e) => log(String(e)));
 $('ws-form').onsubmit = (e) => { e.preventDefault(); send({ type: 'ask', text: $('ws-text').value }); };
 $('ws-say').onclick = () => send({ type: 'say', text: $('ws-text').value });
 $('ws-interrupt').onclick = () => send({ type: 'interrupt' });
