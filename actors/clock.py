@@ -193,6 +193,10 @@ class MediaClock:
             del self._units[stale]
 
     def video_sent(self, index: int, unit: AVUnit) -> None:
+        """A reader showed frame `index`. With several readers (WebRTC, WebSocket, MJPEG
+        viewers) the first to show a frame reports it; the others' reports are ignored."""
+        if self._last_video is not None and index <= self._last_video:
+            return
         self._last_video = index
         self.stats.video_frames += 1
         if unit.playout is not None:

@@ -129,7 +129,10 @@ class SessionPool:
                 raise RateLimited("sessions are being created too fast from this address; retry later",
                                   max(1, round(wait)))
 
-    async def create(self, avatar: str | None, character: str | None, client: str | None = None) -> dict:
+    async def create(self, avatar: str | None, character: str | None, client: str | None = None,
+                     stream: bool = False) -> dict:
+        """`stream`: a MuseTalk-style streaming session (no greeting; its MJPEG stream and its
+        stop need no token: the seed API has none, its session id is the capability)."""
         self._check_client(client)
         if len(self._active) + self._creating >= self._settings.max_sessions:
             raise CapacityError(
@@ -147,7 +150,7 @@ class SessionPool:
             token = secrets.token_urlsafe(32)
             try:
                 info = await asyncio.wait_for(handle.activate.remote(
-                    token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id]
+                    token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id], stream
                 ), ACTOR_CALL_TIMEOUT_S)
             except InvalidChoice:
                 self._warm.append((session_id, handle))  # refused before any change: reuse it

@@ -32,6 +32,7 @@ from actors.metrics import FrameCounters, record_marks, speculative_replies
 from actors.rate_limit import TokenBucket
 from actors.transports.base import Transport
 from actors.transports.webrtc import WebRTCTransport
+from actors.transports.mjpeg import MjpegViewer
 from actors.transports.websocket import WebSocketTransport
 from actors.turn_controller import StageHandles, TurnController, TurnSettings
 from serve_app.config import Character, Profile
@@ -39,6 +40,7 @@ from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.vad import create_vad_engine
 from serve_app.engines.audio import to_float32
 from serve_app.engines.media import FPS, OUTPUT_RATE, SPEECH_RATE
+from serve_app.engines.tts.base import AudioChunk
 from serve_app.engines.vad.detector import UtteranceDetector
 from serve_app.events import (
     Ack, Ask, BadMessage, Command, Error, Event, Interrupt, MicModeChanged, Ping, Pong, PushToTalk, Ready, Say,
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_UNSENT_EVENTS = 200  # events kept for a client that has not connected yet
 CLOSE_NO_HEARTBEAT, CLOSE_REPLACED = 4408, 4409  # WebSocket close codes (README)
 MIC_BURST_S = 2.0  # WebSocket mic audio may run this far ahead of real time, no further
+VIEWER_IDLE_S = 5.0  # an MJPEG viewer not pulled for this long is closed
 
 
 def token_hash(token: str) -> str:
@@ -110,6 +113,9 @@ class SessionActor:
         self._socket_opened = 0  # connections so far (a later one is a resume)
         self._mic_budget = TokenBucket(SPEECH_RATE, int(SPEECH_RATE * MIC_BURST_S))
         self._mic_dropped = 0  # WebSocket mic samples beyond real time
+        self._stream = False  # a MuseTalk-style streaming session: viewing and stopping need no token
+        self._viewers: dict[str, MjpegViewer] = {}
+        self._viewer_pulled: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------
     async def ready(self) -> bool:
@@ -117,11 +123,13 @@ class SessionActor:
         self._audio_context = tuple(await self._stages.lipsync.audio_context.remote())
         return True
 
-    async def activate(self, token_sha256: str, avatar_id: str, character: Character) -> dict:
+    async def activate(self, token_sha256: str, avatar_id: str, character: Character, stream: bool = False) -> dict:
+        """`stream`: a MuseTalk-style streaming session (see SessionPool.create)."""
         if self._token_hash is not None:
             raise SessionConflict("session already active")
         self._check_avatar(avatar_id)
         self._character = character
+        self._stream = stream
         conversation = self._conversation = Conversation(character, self._profile.llm.history_turns, self.id)
         prefill(self._stages.llm, conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
@@ -183,6 +191,8 @@ class SessionActor:
             self._watchdog.cancel()
         for transport in self._transports:
             await transport.close()
+        for viewer in self._viewers.values():
+            await viewer.close()
         self._closed.set_result(reason)
 
     async def _watch(self) -> None:
@@ -198,6 +208,7 @@ class SessionActor:
             if self._webrtc is not None and self._webrtc.state == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
             await self._watch_sockets(now)
+            await self._watch_viewers(now)
             if self._socket_lost_at is not None and now - self._socket_lost_at > self._settings.resume_ttl_s:
                 await self.close("the WebSocket client did not come back within resume_ttl_s")
                 return
@@ -218,9 +229,12 @@ class SessionActor:
                 return
 
     # --- requests (all need the token) ---------------------------------------------------
-    def _authorize(self, token: str | None) -> None:
+    def _check_alive(self) -> None:
         if self._token_hash is None or self._closed is None or self._closed.done():
             raise SessionNotFound(f"session {self.id} not found")
+
+    def _authorize(self, token: str | None) -> None:
+        self._check_alive()
         if not token or not hmac.compare_digest(token_hash(token), self._token_hash):
             raise SessionForbidden()
         self._last_activity = time.monotonic()
@@ -328,7 +342,7 @@ class SessionActor:
         if self._greeted:
             return  # a reconnect: no second greeting
         self._greeted = True
-        greeting = self._character.greeting if self._character else ""
+        greeting = self._character.greeting if self._character and not self._stream else ""
         if greeting and not self._core.speaking:
             await self._core.say(greeting, interrupt=False)
 
@@ -389,7 +403,7 @@ class SessionActor:
         for connection in list(self._sockets):
             await self._drop_socket(connection, CLOSE_REPLACED, "replaced by a newer connection to this session")
         ws = self._settings.websocket
-        transport = WebSocketTransport(self._clock, face, primary=self._webrtc is None,
+        transport = WebSocketTransport(self._clock, face,
                                        video_window=ws.video_window_frames, audio_window=ws.audio_window_frames,
                                        jpeg_quality=ws.jpeg_quality)
         connection = uuid.uuid4().hex
@@ -495,4 +509,72 @@ class SessionActor:
                     await self._command(command)
             except SessionError as exc:
                 self._refuse(str(exc))
+
+    # --- audio files, MJPEG viewers, the streaming (seed) API ------------------------------
+    async def play(self, token: str | None, pcm: np.ndarray, sample_rate: int) -> dict:
+        """Lip-sync an audio file (int16 mono) instead of a voice; interrupts any reply."""
+        self._authorize(token)
+        self._rate_limit()
+        return {"turn_id": await self._core.play(audio_chunks(pcm, sample_rate))}
+
+    def _authorize_view(self, token: str | None) -> None:
+        if self._stream and token is None:  # the seed's stream URL: the session id is the key
+            self._check_alive()
+            return
+        self._authorize(token)
+
+    async def stop_stream(self) -> None:
+        """POST /api/inference/stop/{id}: only for streaming sessions (others need DELETE)."""
+        self._check_alive()
+        if not self._stream:
+            raise SessionForbidden("this session was not started by POST /api/inference/start; end it with "
+                                   "DELETE /api/sessions/{id} and its token")
+        await self.close("stopped")
+
+    async def mjpeg_open(self, token: str | None, fps: int) -> str:
+        self._authorize_view(token)
+        settings = self._settings.mjpeg
+        if len(self._viewers) >= settings.max_viewers:
+            raise RateLimited(f"this session already has {settings.max_viewers} MJPEG viewers, the most allowed", 5)
+        try:
+            viewer = MjpegViewer(self._clock, fps, settings.queue_frames, settings.jpeg_quality)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        viewer_id = uuid.uuid4().hex
+        self._viewers[viewer_id] = viewer
+        self._viewer_pulled[viewer_id] = time.monotonic()
+        viewer.start()
+        await self.connected()
+        return viewer_id
+
+    async def mjpeg_pull(self, viewer_id: str) -> list[bytes] | None:
+        viewer = self._viewers.get(viewer_id)
+        if viewer is None:
+            return None
+        self._viewer_pulled[viewer_id] = time.monotonic()
+        return await viewer.pull()
+
+    async def mjpeg_close(self, viewer_id: str) -> None:
+        viewer = self._viewers.pop(viewer_id, None)
+        self._viewer_pulled.pop(viewer_id, None)
+        if viewer is not None:
+            await viewer.close()
+
+    async def _watch_viewers(self, now: float) -> None:
+        """A viewer whose stream stopped pulling (its client left unnoticed) is closed."""
+        for viewer_id, pulled in list(self._viewer_pulled.items()):
+            self._last_activity = now  # being watched keeps a session, as flowing media does
+            if now - pulled > VIEWER_IDLE_S:
+                await self.mjpeg_close(viewer_id)
+
+
+def audio_chunks(pcm: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
+    """An audio file as a stream of AudioChunks, as a TTS would send it."""
+    step = int(sample_rate * chunk_s)
+
+    async def chunks():
+        for start in range(0, len(pcm), step):
+            yield AudioChunk(np.ascontiguousarray(pcm[start:start + step]), sample_rate)
+
+    return chunks()
 

@@ -1,9 +1,10 @@
-"""One reply: sentences -> streamed TTS -> lip-sync frames -> the session's media output.
+"""One reply: speech audio -> lip-sync frames -> the session's media output.
 
-The sentences come from an async iterator: a single one for `say`, or the LLM's reply split
-as it streams (see conversation.py). A turn is one asyncio task; `abort()` (barge-in)
-cancels it, which closes the sentence source (and so the LLM stream), the TTS stream and the
-lip-sync call in flight. The turn knows its playout: `playout.done` resolves with "played"
+The audio comes from an async iterator: `synthesized(sentences)` for text (a single
+sentence for `say`, or the LLM's reply split as it streams, see conversation.py), or the
+chunks of an audio file. A turn is one asyncio task; `abort()` (barge-in) cancels it, which
+closes the audio source (and so the TTS stream, the sentence source and the LLM stream) and
+the lip-sync call in flight. The turn knows its playout: `playout.done` resolves with "played"
 when the media output has shown its last frame (at once when there was nothing to say), or
 "interrupted" when it was cut or failed; the turn controller ends every turn there.
 """
@@ -27,6 +28,7 @@ from serve_app.engines.audio import StreamResampler, to_int16
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.visemes import VisemeTrack
 from serve_app.engines.media import OUTPUT_PER_FRAME, OUTPUT_RATE
+from serve_app.engines.tts.base import AudioChunk
 from serve_app.events import Error
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,17 @@ FADE_FRAMES = 2  # frames crossfading between idle and talking where a reply sta
 
 async def single(text: str) -> AsyncIterator[str]:
     yield text
+
+
+async def synthesized(sentences: AsyncIterator[str], tts: Any, voice: str | None,
+                      timeout_s: float) -> AsyncIterator[AudioChunk]:
+    """Each sentence's TTS audio as it streams, waiting at most `timeout_s` for each chunk."""
+    async with contextlib.aclosing(sentences) as sentences:
+        async for sentence in sentences:
+            response = tts.options(stream=True).stream.remote(sentence, voice)
+            async with contextlib.aclosing(deadline.stream("tts", response, timeout_s)) as stream:
+                async for chunk in stream:
+                    yield chunk
 
 
 class Marks:
@@ -60,7 +73,7 @@ class Marks:
 
 
 class Turn:
-    """Speaks `sentences` to `media`. `marks` are shared with whatever produces the
+    """Speaks `audio` to `media`. `marks` are shared with whatever produces the
     sentences (ASR and LLM marks for a voice turn). A speculative turn waits at its closed
     `gate` (speculation.py) with its first audio ready: lip-sync renders only once the gate is
     open, because a frame's index on the clock (which idle frame it blends with) is known
@@ -69,12 +82,10 @@ class Turn:
     def __init__(
         self,
         turn_id: str,
-        sentences: AsyncIterator[str],
+        audio: AsyncIterator[AudioChunk],
         *,
         marks: Marks | None = None,
-        voice: str | None,
         avatar_id: str,
-        tts: Any,
         lipsync: Any,
         media: MediaOut,
         chunk_frames: int,
@@ -84,13 +95,10 @@ class Turn:
         on_first_frame: Callable[[], None] = lambda: None,
     ) -> None:
         """A failed stage is reported through `gate` (an error event); `timeouts` are seconds
-        per stage ("tts": per streamed chunk, "lipsync": per chunk rendered)."""
+        per stage ("lipsync": per chunk rendered)."""
         self.id = turn_id
-        self._sentences = sentences
-        self.spoken: list[str] = []  # sentences handed to TTS, for the conversation history
-        self._voice = voice
+        self._audio = audio
         self._avatar_id = avatar_id
-        self._tts = tts
         self._lipsync = lipsync
         self._media = media
         self._chunk_frames = chunk_frames
@@ -149,23 +157,19 @@ class Turn:
         visemes = VisemeTrack()  # from phoneme timings, or from the audio when a chunk has none
         pending = np.zeros(0, dtype=np.float32)  # 48 kHz audio not yet cut into chunks
         block = self._chunk_frames * OUTPUT_PER_FRAME
-        async with contextlib.aclosing(self._sentences) as sentences:
-            async for sentence in sentences:
-                self.spoken.append(sentence)
-                response = self._tts.options(stream=True).stream.remote(sentence, self._voice)
-                async with contextlib.aclosing(deadline.stream("tts", response, self._timeouts["tts"])) as stream:
-                    async for chunk in stream:
-                        self.marks.mark("tts_first_audio")
-                        if resampler is None:  # the reply's first audio: start it at once
-                            chunk = chunk.without_leading_silence()
-                            resampler = StreamResampler(chunk.sample_rate, OUTPUT_RATE)
-                        pending = np.concatenate([pending, resampler.push(chunk.samples)])
-                        visemes.push(chunk)
-                        while len(pending) >= block:
-                            reply.add(pending[:block])
-                            pending = pending[block:]
-                            for ready in reply.ready():
-                                await self._queue_frames(ready, visemes)
+        async with contextlib.aclosing(self._audio) as audio:
+            async for chunk in audio:
+                self.marks.mark("tts_first_audio")
+                if resampler is None:  # the reply's first audio: start it at once
+                    chunk = chunk.without_leading_silence()
+                    resampler = StreamResampler(chunk.sample_rate, OUTPUT_RATE)
+                pending = np.concatenate([pending, resampler.push(chunk.samples)])
+                visemes.push(chunk)
+                while len(pending) >= block:
+                    reply.add(pending[:block])
+                    pending = pending[block:]
+                    for ready in reply.ready():
+                        await self._queue_frames(ready, visemes)
         if resampler is None:
             return  # nothing to say
         pending = np.concatenate([pending, resampler.flush()])

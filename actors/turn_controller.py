@@ -21,7 +21,8 @@ import numpy as np
 from actors.clock import MediaOut
 from actors.conversation import Conversation, reply
 from actors.speculation import Gate
-from actors.turn import Marks, Turn, single
+from actors.turn import Marks, Turn, single, synthesized
+from serve_app.engines.tts.base import AudioChunk
 from serve_app.events import (
     AssistantText, BargeIn, Event, Latency, State, TurnEnd, UtteranceTruncated,
 )
@@ -107,6 +108,11 @@ class TurnController:
         self._emit(AssistantText(turn_id=turn.id, text=text))
         return turn.id
 
+    async def play(self, audio: AsyncIterator[AudioChunk]) -> str:
+        """Lip-sync `audio` (an uploaded file, say) instead of a voice; returns the turn id."""
+        await self.interrupt()
+        return self._adopt(self._new_turn(None, Marks("request"), Gate(self._emit, opened=True), audio=audio)).id
+
     async def ask(self, text: str) -> str:
         """A typed message to the character, answered by the LLM like a spoken one."""
         await self.interrupt()
@@ -191,9 +197,13 @@ class TurnController:
 
         return self._new_turn(source, marks, gate)
 
-    def _new_turn(self, source: SentenceSource, marks: Marks, gate: Gate) -> Turn:
+    def _new_turn(self, source: SentenceSource | None, marks: Marks, gate: Gate,
+                  audio: AsyncIterator[AudioChunk] | None = None) -> Turn:
+        """A turn speaking `source`'s sentences with the voice, or `audio` as it is."""
         turn_id = uuid.uuid4().hex[:12]
         settings = self._settings
+        if audio is None:
+            audio = synthesized(source(turn_id, marks, gate), self._stages.tts, self.voice, settings.timeouts["tts"])
 
         def first_frame() -> None:
             turn.marks.mark("first_frame_sent")
@@ -202,8 +212,7 @@ class TurnController:
             self._metrics.marks(turn.marks.values)
 
         turn = Turn(
-            turn_id, source(turn_id, marks, gate), marks=marks, voice=self.voice, avatar_id=self.avatar_id,
-            tts=self._stages.tts, lipsync=self._stages.lipsync, media=self._media,
+            turn_id, audio, marks=marks, avatar_id=self.avatar_id, lipsync=self._stages.lipsync, media=self._media,
             chunk_frames=settings.chunk_frames, audio_context=settings.audio_context,
             timeouts=settings.timeouts, gate=gate, on_first_frame=first_frame,
         )

@@ -70,6 +70,14 @@ class WebSocketSettings(_Strict):
     jpeg_quality: int = Field(80, ge=10, le=100)
 
 
+class MjpegSettings(_Strict):
+    """MJPEG viewers (GET /api/stream/{id}, GET /api/sessions/{id}/mjpeg)."""
+
+    max_viewers: int = Field(4, ge=1)  # per session
+    queue_frames: int = Field(30, ge=1)  # encoded frames a viewer keeps; a slow one loses the oldest
+    jpeg_quality: int = Field(80, ge=10, le=100)
+
+
 class SessionSettings(_Strict):
     max_sessions: int = Field(4, ge=1)
     warm_pool: int = Field(1, ge=0)
@@ -113,6 +121,9 @@ class SessionSettings(_Strict):
     # same session (history, avatar); after that the session ends.
     resume_ttl_s: float = Field(30.0, ge=0)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    mjpeg: MjpegSettings = Field(default_factory=MjpegSettings)
+    # The longest audio file a session may be given to lip-sync (POST /api/inference/start).
+    max_audio_s: float = Field(300.0, gt=0)
 
     @field_validator("candidate_networks")
     @classmethod

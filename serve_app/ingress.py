@@ -9,6 +9,8 @@ ingress replicas can serve any session. Every session endpoint needs the session
 (`Authorization: Bearer <token>`); the actor checks it against the hash it holds.
 """
 
+import asyncio
+import contextlib
 import mimetypes
 import os
 import re
@@ -19,16 +21,17 @@ from typing import Any, Literal
 
 import ray
 from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 
 from actors.errors import CapacityError, SessionError, SessionNotFound
 from actors.session import actor_name
-from serve_app import limits
+from serve_app import limits, seed_api
 from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
+from serve_app.engines.audio import AudioDecodeError, decode_audio
 from serve_app.ice import ice_servers
 from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer, bearer_matches
 from serve_app.ws_relay import Relay, close_code, read_hello
@@ -46,6 +49,7 @@ app = FastAPI(
 app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
 app.add_middleware(LimitsMiddleware)
 UPLOAD_ROUTE = "POST /api/avatars"
+INFERENCE_ROUTE = "POST /api/inference/start"  # may carry an audio file
 MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries, beside the file
 
 
@@ -103,7 +107,7 @@ class Ingress:
         upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
         self._limits = RequestLimits(
             body_limits={**{route: int(kb * 1024) for route, kb in profile.limits.body_kb.items()},
-                         UPLOAD_ROUTE: upload_bytes},
+                         UPLOAD_ROUTE: upload_bytes, INFERENCE_ROUTE: upload_bytes},
             default_body_bytes=int(profile.limits.default_body_kb * 1024),
             admin_routes=[UPLOAD_ROUTE],  # checked before its (large) body is read
             admin_token_env=profile.avatars.admin_token_env,
@@ -155,6 +159,7 @@ class Ingress:
             "warm_actors": summary["warm"],
             "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
             "request_limits": self._limits.stats.as_dict(),  # of the ingress replica that answered
+            "message": "ok",  # the MuseTalk seed's health answer is {"status", "message"}
         }
 
     @app.get("/api/avatars")
@@ -219,11 +224,12 @@ class Ingress:
             raise HTTPException(422, "the uploaded file is empty")
         return data, file.filename or "upload"
 
-    def _allowed_source(self, path: str) -> Path:
-        """`path` resolved (links followed), if it is a media file inside an allowed folder."""
+    def _allowed_source(self, path: str, kinds: tuple[str, ...] = ("image", "video")) -> Path:
+        """`path` resolved (links followed), if it is a media file of one of `kinds` inside an
+        allowed folder."""
         allowed = self._profile.avatars.source_dirs
         if not allowed:
-            raise HTTPException(403, "preparing from server-side paths is disabled; list the folders "
+            raise HTTPException(403, "server-side paths are disabled; list the folders "
                                 "to allow in the profile's avatars.source_dirs, or upload the file")
         source = Path(path).expanduser().resolve()
         if not any(source.is_relative_to(folder) for folder in allowed):
@@ -231,8 +237,8 @@ class Ingress:
         if not source.is_file():
             raise HTTPException(404, f"no file {path} on the server")
         kind = (mimetypes.guess_type(source.name)[0] or "").split("/")[0]
-        if kind not in ("image", "video"):
-            raise HTTPException(415, f"{source.name} is not an image or a video (by its extension)")
+        if kind not in kinds:
+            raise HTTPException(415, f"{source.name} is not {' or '.join(kinds)} (by its extension)")
         return source
 
     @app.get("/api/avatars/jobs/{job_id}")
@@ -277,17 +283,18 @@ class Ingress:
             "default": self._profile.default_character,
         }
 
+    def _check_create_key(self, authorization: str | None) -> None:
+        key_env = self._profile.sessions.create_token_env
+        if key_env and not bearer_matches(authorization, os.environ.get(key_env, "")):
+            raise HTTPException(403, "creating a session needs the creation key (Authorization: Bearer <key>)")
+
     @app.post("/api/sessions", status_code=201, response_model=SessionCreated)
     async def create_session(
         self, request: Request, body: SessionCreate | None = None, authorization: str | None = Header(None)
     ) -> dict:
         """Needs `Authorization: Bearer <creation key>` when the profile names one
         (`sessions.create_token_env`)."""
-        key_env = self._profile.sessions.create_token_env
-        if key_env:
-            if not bearer_matches(authorization, os.environ.get(key_env, "")):
-                raise HTTPException(403, "creating a session needs the creation key "
-                                    "(Authorization: Bearer <key>)")
+        self._check_create_key(authorization)
         body = body or SessionCreate()
         for kind, value in (("avatar", body.avatar), ("character", body.character)):
             if value is not None and not SAFE_ID.fullmatch(value):
@@ -354,3 +361,105 @@ class Ingress:
             raise SessionNotFound(f"session {session_id} not found")
         await self._manager.delete.remote(session_id, bearer(authorization))
         return Response(status_code=204)
+
+    # --- MJPEG and the MuseTalk seed's streaming API (serve_app/seed_api.py) ---------------
+    async def _mjpeg(self, session_id: str, token: str | None, fps: int) -> StreamingResponse:
+        session = self._session(session_id)
+        viewer = await session.mjpeg_open.remote(token, fps)  # 403/404/429 before any byte
+        return StreamingResponse(seed_api.mjpeg_stream(session, viewer), media_type=seed_api.MJPEG_MEDIA_TYPE,
+                                 headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/sessions/{session_id}/mjpeg", response_class=StreamingResponse)
+    async def session_mjpeg(self, session_id: str, fps: int = 25, authorization: str | None = Header(None)):
+        """Watch any live session as MJPEG (no audio). Needs the token."""
+        return await self._mjpeg(session_id, bearer(authorization) or "", fps)
+
+    @app.get("/api/stream/{session_id}", response_class=StreamingResponse)
+    async def seed_stream(self, session_id: str, fps: int = 25):
+        """MJPEG of a session started by POST /api/inference/start, for a plain <img>."""
+        return await self._mjpeg(session_id, None, fps)
+
+    @app.post("/api/avatar/create")
+    async def seed_avatar_create(self, body: seed_api.AvatarCreate, authorization: str | None = Header(None)):
+        """Prepare an avatar from a server-side video (inside avatars.source_dirs); answers when
+        it is ready. Admin token, as for uploads."""
+        self._require_admin(authorization)
+        try:
+            avatar_id = validate_id(body.avatar_id)
+        except AvatarError as exc:
+            raise HTTPException(422, str(exc)) from None
+        source = self._allowed_source(body.video_path)
+        try:
+            job = await self._jobs.start_path.remote(str(source), avatar_id, None)
+        except AvatarExists as exc:
+            raise HTTPException(409, str(getattr(exc, "cause", None) or exc)) from None
+        done = await seed_api.wait_for_job(self._jobs, job["id"], self._profile.avatars.job_time_limit_s + 30)
+        if done["state"] != "done":
+            message = f"preparing {avatar_id!r} failed: {done.get('error') or done['state']}"
+            return JSONResponse({"status": "error", "message": message, "detail": message}, status_code=422)
+        return seed_api.success(f"avatar {avatar_id} is ready", avatar_id=avatar_id)
+
+    @app.get("/api/avatar/list")
+    def seed_avatar_list(self) -> dict:
+        return {"avatars": seed_api.avatar_list(self._profile.avatars_dir)}
+
+    @app.post("/api/inference/start")
+    async def seed_inference_start(self, request: Request, authorization: str | None = Header(None)):
+        """JSON `{"avatar_id", "audio_path" | "text", "fps", "skip_save_images"}`, or multipart
+        with the same fields and an `audio` file. Starts a streaming session that lip-syncs the
+        audio; watch it at `stream_url`."""
+        body, upload = await self._inference_request(request)
+        if not SAFE_ID.fullmatch(body.avatar_id) or not (self._profile.avatars_dir / body.avatar_id / "manifest.json").is_file():
+            raise HTTPException(404, f"unknown avatar {body.avatar_id!r}; see GET /api/avatar/list")
+        if body.fps not in (1, 5, 25):
+            raise HTTPException(422, "fps must be 25, 5 or 1 (a divisor of the session's 25 fps clock)")
+        sources = [x for x in (body.audio_path, body.text, upload) if x is not None]
+        if len(sources) != 1:
+            raise HTTPException(422, "give exactly one of audio_path, an uploaded audio file, or text")
+        pcm = None
+        if body.text is None:  # decoded before any session exists: a bad file leaves nothing
+            source = upload if upload is not None else str(self._allowed_source(body.audio_path, kinds=("audio", "video")))
+            try:
+                pcm = await asyncio.to_thread(decode_audio, source, seed_api.AUDIO_RATE, self._profile.sessions.max_audio_s)
+            except AudioDecodeError as exc:
+                raise HTTPException(422, str(exc)) from None
+        elif not body.text.strip() or len(body.text) > self._profile.sessions.max_text_chars:
+            raise HTTPException(422, f"text must be 1-{self._profile.sessions.max_text_chars} characters")
+        self._check_create_key(authorization)
+        client = request.client.host if request.client else None
+        created = await self._manager.create.remote(body.avatar_id, body.character, client, stream=True)
+        session = self._session(created["session_id"])
+        try:
+            if pcm is not None:
+                await session.play.remote(created["token"], pcm, seed_api.AUDIO_RATE)
+            else:
+                await session.say.remote(created["token"], body.text)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self._manager.delete.remote(created["session_id"], created["token"])
+            raise
+        stream_url = f"/api/stream/{created['session_id']}" + (f"?fps={body.fps}" if body.fps != 25 else "")
+        return seed_api.success("inference started", session_id=created["session_id"], stream_url=stream_url,
+                                token=created["token"])
+
+    async def _inference_request(self, request: Request) -> tuple[seed_api.InferenceStart, bytes | None]:
+        kind = request.headers.get("content-type", "")
+        try:
+            if kind.startswith("multipart/form-data"):
+                form = await request.form(max_files=1, max_fields=10)
+                upload = form.get("audio")
+                data = await upload.read() if upload is not None and not isinstance(upload, str) else None
+                if data is not None and not data:
+                    raise HTTPException(422, "the uploaded audio file is empty")
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                return seed_api.InferenceStart.model_validate(fields), data
+            return seed_api.InferenceStart.model_validate_json(await request.body()), None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise HTTPException(422, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
+
+    @app.post("/api/inference/stop/{session_id}")
+    async def seed_inference_stop(self, session_id: str) -> dict:
+        await self._session(session_id).stop_stream.remote()
+        return seed_api.success(f"session {session_id} stopped")
+

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from actors.clock import AVUnit, MediaClock
+from actors.transports.pacing import pace
 from serve_app.engines.media import FRAME_S
 from serve_app.events import Event, Mouth
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 AUDIO, JPEG = 1, 2  # binary message kinds
 HEADER = struct.Struct("<BI")  # kind, frame index
-MAX_LATE_FRAMES = 5  # this far behind the clock, the pacer skips ahead instead of bursting
 MAX_EVENTS = 200  # events waiting for the relay to pull them
 PULL_WAIT_S = 0.5  # a pull with nothing to send waits this long, then answers empty
 
@@ -58,13 +58,10 @@ def mouth_weight(audio: np.ndarray) -> float:
 
 
 class WebSocketTransport:
-    def __init__(self, clock: MediaClock, face: str, *, primary: bool, video_window: int,
-                 audio_window: int, jpeg_quality: int) -> None:
-        """`primary`: this transport's pacing reports what the client was shown (the turn's
-        playout); a second live output of the same session only watches."""
+    def __init__(self, clock: MediaClock, face: str, *, video_window: int, audio_window: int,
+                 jpeg_quality: int) -> None:
         self._clock = clock
         self.face = face
-        self._primary = primary
         self._video_window = video_window
         self._audio_window = audio_window
         self._jpeg_quality = jpeg_quality
@@ -89,7 +86,7 @@ class WebSocketTransport:
     def start(self) -> None:
         self._next = self._clock.current_index()
         self._acked = self._next - 1  # the client has nothing yet, and owes nothing yet
-        self._pacer = asyncio.get_running_loop().create_task(self._pace())
+        self._pacer = asyncio.get_running_loop().create_task(pace(self._clock, self._next, self._send_frame))
 
     async def close(self, code: int = 1000, reason: str = "the session ended") -> None:
         """Stop; the relay's next pull gets (code, reason) and closes the socket with them."""
@@ -147,24 +144,8 @@ class WebSocketTransport:
                 self._events -= 1
                 return
 
-    async def _pace(self) -> None:
-        """Frame n at t0 + n * 40 ms, as the WebRTC tracks do; skip ahead when far behind."""
-        t0 = self._clock.start()
-        while True:
-            delay = t0 + self._next * FRAME_S - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif -delay > MAX_LATE_FRAMES * FRAME_S:
-                self._next = int((time.monotonic() - t0) / FRAME_S)
-            index = self._next
-            self._next += 1
-            unit = self._clock.unit(index)
-            if self._primary:
-                self._clock.video_sent(index, unit)
-                self._clock.audio_done(index)
-            self._send_frame(index, unit)
-
     def _send_frame(self, index: int, unit: AVUnit) -> None:
+        self._next = index + 1
         self.stats.frames += 1
         behind = index - self._acked
         if behind > self._audio_window:

@@ -17,8 +17,9 @@ class SessionManager:
         self.pool = SessionPool(profile, load_characters(profile.characters_dir), stages)
         self.pool.fill()
 
-    async def create(self, avatar: str | None, character: str | None, client: str | None = None) -> dict:
-        return await self.pool.create(avatar, character, client)
+    async def create(self, avatar: str | None, character: str | None, client: str | None = None,
+                     stream: bool = False) -> dict:
+        return await self.pool.create(avatar, character, client, stream)
 
     async def delete(self, session_id: str, token: str | None) -> None:
         await self.pool.delete(session_id, token)

@@ -58,3 +58,44 @@ class StreamResampler:
         if not frames:
             return np.zeros(0, np.float32)
         return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+
+
+# Containers an uploaded or named audio file may be in (by content, not by name).
+AUDIO_CONTAINERS = {"wav", "mp3", "ogg", "flac", "aac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
+
+
+class AudioDecodeError(ValueError):
+    """An audio file we will not lip-sync; the message says why, for the person who sent it."""
+
+
+def decode_audio(source: str | bytes, rate: int, max_s: float) -> np.ndarray:
+    """An audio file (a path, or its bytes) as int16 mono at `rate`. Decoding stops as soon as
+    it passes `max_s`, so a long (or lying) file costs no more than `max_s` of work."""
+    import io
+
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (av.error.FFmpegError, OSError, ValueError):
+        raise AudioDecodeError("not an audio file (WAV, MP3, OGG, FLAC, AAC/M4A or WebM)") from None
+    with container:
+        if container.format.name not in AUDIO_CONTAINERS:
+            raise AudioDecodeError(f"unsupported audio format {container.format.name!r}; use WAV, MP3, OGG, "
+                                   "FLAC, AAC/M4A or WebM")
+        if not container.streams.audio:
+            raise AudioDecodeError("the file has no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        parts, total, limit = [], 0, int(max_s * rate)
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    total += len(parts[-1])
+                if total > limit:
+                    raise AudioDecodeError(f"the audio is longer than the {max_s:g} s limit")
+            parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+        except av.error.FFmpegError:
+            raise AudioDecodeError("the audio could not be decoded (a damaged file?)") from None
+    audio = np.concatenate(parts) if parts else np.zeros(0, np.int16)
+    if not len(audio):
+        raise AudioDecodeError("the audio is empty")
+    return audio[:limit]

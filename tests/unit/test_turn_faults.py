@@ -11,7 +11,7 @@ import ray.exceptions
 from actors.clock import MediaClock
 from actors.errors import public_reason
 from actors.speculation import Gate
-from actors.turn import Turn
+from actors.turn import Turn, synthesized
 from serve_app.events import Error
 from tests.unit.stage_fakes import FakeHandle, frames_ok, speech, tts_ok
 
@@ -40,8 +40,8 @@ async def run_turn(tts, lipsync, sentences=("Hello there. How are you?",)):
         for s in sentences:
             yield s
 
-    turn = Turn("t1", source(), voice=None, avatar_id="default", tts=tts, lipsync=lipsync, media=clock,
-                chunk_frames=5, gate=Gate(events.append, opened=True), timeouts=TIMEOUTS)
+    turn = Turn("t1", synthesized(source(), tts, None, TIMEOUTS["tts"]), avatar_id="default", lipsync=lipsync,
+                media=clock, chunk_frames=5, gate=Gate(events.append, opened=True), timeouts=TIMEOUTS)
     turn.start()
     await asyncio.wait_for(turn.wait(), 10)
     if turn.failed:  # a failed turn's playout is over at once: the rest never comes
