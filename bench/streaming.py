@@ -1,8 +1,8 @@
-"""WebSocket sessions: say -> first audio, delivered frame rate, and the CPU each viewer costs.
+"""WebSocket and MJPEG outputs: say -> first audio, delivered frame rate, CPU per viewer.
 
-    python bench/websocket.py                                  # own local cluster (~4 min)
-    python bench/websocket.py --trials 5 --viewers 1 2 --seconds 8   # quick check
-    python bench/websocket.py --url http://127.0.0.1:8000      # a running `serve run`
+    python bench/streaming.py                                  # own local cluster (~5 min)
+    python bench/streaming.py --trials 5 --viewers 1 2 --seconds 8   # quick check
+    python bench/streaming.py --url http://127.0.0.1:8000      # a running `serve run`
 
 1. **say -> first audio** (`--trials`): one WebSocket session (JPEG face); the `say` goes on
    the socket; latency is the arrival of the first 40 ms audio message with speech energy,
@@ -13,19 +13,25 @@
    `face: visemes`: delivered frames per second per client, and CPU by process role
    (session actors, Ingress, Serve's proxy and controller) minus the N=0 baseline. Each
    frame crosses Ray once (session actor -> ingress) and is copied into the proxy.
+3. **MJPEG viewers** (`--mjpeg-viewers`): one seed-API inference session (POST
+   /api/inference/start with text) watched by N `GET /api/stream/{id}` clients at once:
+   delivered frames per second per viewer, and CPU per viewer over one viewer's.
 
-Prints a table and writes bench/results/websocket-<time>.json.
+Prints a table and writes bench/results/streaming-<time>.json.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sessions import CpuMeter, loadavg, med, pct, print_machine, r, server, wait_health, write_results  # noqa: E402
+
+import httpx  # noqa: E402
 
 from serve_app.client import AvatarSession, SocketSession  # noqa: E402
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
@@ -87,6 +93,35 @@ async def viewers(url: str, n: int, face: str, seconds: float, meter: CpuMeter) 
             await s.close()
 
 
+async def mjpeg_viewers(url: str, n: int, seconds: float, meter: CpuMeter) -> dict:
+    """N clients reading one inference session's MJPEG stream; frames counted by boundary."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        started = (await http.post("/api/inference/start", json={"avatar_id": "default", "text": "Hello."})).json()
+        counts = [0] * n
+        counting = asyncio.Event()
+
+        async def watch(i: int) -> None:
+            async with http.stream("GET", started["stream_url"]) as stream:
+                async for chunk in stream.aiter_bytes():
+                    if counting.is_set():
+                        counts[i] += chunk.count(b"--frame\r\n")
+
+        watchers = [asyncio.create_task(watch(i)) for i in range(n)]
+        try:
+            await asyncio.sleep(3)  # past the greeting-free start and the first frames
+            counting.set()
+            a = meter.snapshot()
+            await asyncio.sleep(seconds)
+            b = meter.snapshot()
+            fps = [c / seconds for c in counts]
+        finally:
+            for task in watchers:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await http.post(f"/api/inference/stop/{started['session_id']}")
+    return {"n": n, "face": "mjpeg", "fps": [round(f, 1) for f in fps], "cpu": meter.window(a, b)}
+
+
 def per_viewer(res: dict, base: dict) -> dict:
     groups = {k: (v - base["cpu"]["server_groups"].get(k, 0.0)) / res["n"] for k, v in res["cpu"]["server_groups"].items()}
     return {k: round(v, 3) for k, v in groups.items() if abs(v) >= 0.002}
@@ -115,13 +150,23 @@ async def main_async(url: str, args, meter: CpuMeter) -> dict:
             print(f"  {face:8s} N={n}: fps per client {res['fps']}  server {res['cpu']['server_cores']:.2f} cores "
                   f"(machine {res['cpu']['machine_cores']:.2f}); per viewer over idle: {res['per_viewer_cores']}", flush=True)
             await wait_health(url, lambda h: h.get("sessions", 1) == 0 and h.get("warm_actors", 0) >= 1, 60)
-    return {"say_first_audio_ms": {"websocket": ws, "webrtc": rtc}, "baseline": base, "viewers": results}
+    mjpeg = []
+    for n in args.mjpeg_viewers:
+        res = await mjpeg_viewers(url, n, args.seconds, meter)
+        res["per_viewer_cores"] = per_viewer(res, base)  # includes the one session's own idle cost
+        mjpeg.append(res)
+        print(f"  mjpeg    N={n}: fps per viewer {res['fps']}  server {res['cpu']['server_cores']:.2f} cores "
+              f"(machine {res['cpu']['machine_cores']:.2f}); per viewer over idle: {res['per_viewer_cores']}", flush=True)
+        await wait_health(url, lambda h: h.get("sessions", 1) == 0 and h.get("warm_actors", 0) >= 1, 60)
+    return {"say_first_audio_ms": {"websocket": ws, "webrtc": rtc}, "baseline": base, "viewers": results,
+            "mjpeg": mjpeg}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--viewers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--mjpeg-viewers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--url")
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
@@ -131,7 +176,7 @@ def main() -> None:
         report = asyncio.run(main_async(url, args, CpuMeter(local_cluster=local)))
     report.update({"machine": machine, "load_start": load, "load_end": loadavg(),
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    out = write_results("websocket", report)
+    out = write_results("streaming", report)
     print(f"load average at end: {loadavg()}\nwrote {out.relative_to(ROOT)}")
 
 
