@@ -34,13 +34,13 @@ from actors.transports.base import Transport
 from actors.transports.webrtc import WebRTCTransport
 from actors.transports.mjpeg import MjpegViewer
 from actors.transports.websocket import WebSocketTransport
+from actors.turn import audio_chunks
 from actors.turn_controller import StageHandles, TurnController, TurnSettings
 from serve_app.config import Character, Profile
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.vad import create_vad_engine
 from serve_app.engines.audio import to_float32
 from serve_app.engines.media import FPS, OUTPUT_RATE, SPEECH_RATE
-from serve_app.engines.tts.base import AudioChunk
 from serve_app.engines.vad.detector import UtteranceDetector
 from serve_app.events import (
     Ack, Ask, BadMessage, Command, Error, Event, Interrupt, MicModeChanged, Ping, Pong, PushToTalk, Ready, Say,
@@ -566,15 +566,4 @@ class SessionActor:
             self._last_activity = now  # being watched keeps a session, as flowing media does
             if now - pulled > VIEWER_IDLE_S:
                 await self.mjpeg_close(viewer_id)
-
-
-def audio_chunks(pcm: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
-    """An audio file as a stream of AudioChunks, as a TTS would send it."""
-    step = int(sample_rate * chunk_s)
-
-    async def chunks():
-        for start in range(0, len(pcm), step):
-            yield AudioChunk(np.ascontiguousarray(pcm[start:start + step]), sample_rate)
-
-    return chunks()
 

@@ -51,6 +51,17 @@ async def synthesized(sentences: AsyncIterator[str], tts: Any, voice: str | None
                     yield chunk
 
 
+def audio_chunks(pcm: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
+    """An audio file as a stream of AudioChunks, as a TTS would send it."""
+    step = int(sample_rate * chunk_s)
+
+    async def chunks():
+        for start in range(0, len(pcm), step):
+            yield AudioChunk(np.ascontiguousarray(pcm[start:start + step]), sample_rate)
+
+    return chunks()
+
+
 class Marks:
     """Latency marks of one turn, in ms since `started` (a time.monotonic() value)."""
 

@@ -14,6 +14,7 @@ from serve_app.deployments.asr import ASRDeployment
 from serve_app.deployments.avatar_jobs import AvatarJobsDeployment
 from serve_app.deployments.lipsync import LipSyncDeployment
 from serve_app.deployments.llm import LLMDeployment
+from serve_app.deployments.renders import RendersDeployment
 from serve_app.deployments.sessions import SessionManager
 from serve_app.deployments.tts import TTSDeployment
 from serve_app.ingress import Ingress
@@ -44,4 +45,5 @@ def build_app(args: dict | None = None) -> Application:
     jobs = AvatarJobsDeployment.options(**profile.avatars.jobs.as_options()).bind(
         profile.avatars_dir, profile.lipsync.backend, profile.lipsync.options, profile.avatars.job_time_limit_s
     )
-    return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync, jobs)
+    renders = RendersDeployment.options(**profile.renders.deployment.as_options()).bind(profile, tts, lipsync)
+    return Ingress.options(**profile.ingress.as_options()).bind(profile, manager, lipsync, jobs, renders)

@@ -6,6 +6,7 @@ Secrets never live here: a backend that needs one names the environment variable
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,19 @@ class LimitSettings(_Strict):
     )
 
 
+class RenderSettings(_Strict):
+    """MP4 render jobs (POST /api/renders, python -m serve_app.render)."""
+
+    # Finished files live here until ttl_s after they are done (on the Renders replica's node).
+    folder: Path = Path(tempfile.gettempdir()) / "digital-human-renders"
+    ttl_s: float = Field(3600.0, gt=0)
+    max_queued: int = Field(4, ge=1)  # queued + running; more: 503 with Retry-After
+    # The Renders replica runs at this CPU niceness (0-19): live sessions come first.
+    nice: int = Field(10, ge=0, le=19)
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(ray_actor_options={"num_cpus": 0}))
+
+
 class Profile(_Strict):
     """A backend profile: which engine runs each stage and with what resources."""
 
@@ -243,6 +257,7 @@ class Profile(_Strict):
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    renders: RenderSettings = Field(default_factory=RenderSettings)
 
     @field_validator("avatars_dir", "characters_dir")
     @classmethod

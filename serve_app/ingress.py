@@ -50,6 +50,7 @@ app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="stat
 app.add_middleware(LimitsMiddleware)
 UPLOAD_ROUTE = "POST /api/avatars"
 INFERENCE_ROUTE = "POST /api/inference/start"  # may carry an audio file
+RENDER_ROUTE = "POST /api/renders"  # likewise
 MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries, beside the file
 
 
@@ -80,6 +81,12 @@ class SayRequest(BaseModel):
                       description="at most sessions.max_text_chars characters (2000 by default)")
 
 
+class RenderRequest(BaseModel):
+    avatar: str = Field(..., description="avatar id from GET /api/avatars", **ID_FIELD)
+    text: str | None = Field(None, max_length=MAX_TEXT_FIELD, description="spoken with `voice`; or upload `audio`")
+    voice: str | None = Field(None, description="a TTS voice; default: the TTS backend's", **ID_FIELD)
+
+
 class SessionUpdate(BaseModel):
     avatar: str | None = Field(None, description="switch to this avatar (id from GET /api/avatars)", **ID_FIELD)
     voice: str | None = Field(None, description="switch to this TTS voice", **ID_FIELD)
@@ -98,16 +105,17 @@ async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, profile: Profile, manager: Any, lipsync: Any, jobs: Any) -> None:
+    def __init__(self, profile: Profile, manager: Any, lipsync: Any, jobs: Any, renders: Any) -> None:
         self._profile = profile
         self._manager = manager
         self._lipsync = lipsync
         self._jobs = jobs
+        self._renders = renders
         self._characters = load_characters(profile.characters_dir)
         upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
         self._limits = RequestLimits(
             body_limits={**{route: int(kb * 1024) for route, kb in profile.limits.body_kb.items()},
-                         UPLOAD_ROUTE: upload_bytes, INFERENCE_ROUTE: upload_bytes},
+                         UPLOAD_ROUTE: upload_bytes, INFERENCE_ROUTE: upload_bytes, RENDER_ROUTE: upload_bytes},
             default_body_bytes=int(profile.limits.default_body_kb * 1024),
             admin_routes=[UPLOAD_ROUTE],  # checked before its (large) body is read
             admin_token_env=profile.avatars.admin_token_env,
@@ -408,23 +416,11 @@ class Ingress:
         """JSON `{"avatar_id", "audio_path" | "text", "fps", "skip_save_images"}`, or multipart
         with the same fields and an `audio` file. Starts a streaming session that lip-syncs the
         audio; watch it at `stream_url`."""
-        body, upload = await self._inference_request(request)
-        if not SAFE_ID.fullmatch(body.avatar_id) or not (self._profile.avatars_dir / body.avatar_id / "manifest.json").is_file():
-            raise HTTPException(404, f"unknown avatar {body.avatar_id!r}; see GET /api/avatar/list")
+        body, upload = await self._form_or_json(request, seed_api.InferenceStart)
+        self._check_avatar(body.avatar_id)
         if body.fps not in (1, 5, 25):
             raise HTTPException(422, "fps must be 25, 5 or 1 (a divisor of the session's 25 fps clock)")
-        sources = [x for x in (body.audio_path, body.text, upload) if x is not None]
-        if len(sources) != 1:
-            raise HTTPException(422, "give exactly one of audio_path, an uploaded audio file, or text")
-        pcm = None
-        if body.text is None:  # decoded before any session exists: a bad file leaves nothing
-            source = upload if upload is not None else str(self._allowed_source(body.audio_path, kinds=("audio", "video")))
-            try:
-                pcm = await asyncio.to_thread(decode_audio, source, seed_api.AUDIO_RATE, self._profile.sessions.max_audio_s)
-            except AudioDecodeError as exc:
-                raise HTTPException(422, str(exc)) from None
-        elif not body.text.strip() or len(body.text) > self._profile.sessions.max_text_chars:
-            raise HTTPException(422, f"text must be 1-{self._profile.sessions.max_text_chars} characters")
+        pcm = await self._speech_input(body.text, body.audio_path, upload)
         self._check_create_key(authorization)
         client = request.client.host if request.client else None
         created = await self._manager.create.remote(body.avatar_id, body.character, client, stream=True)
@@ -442,7 +438,28 @@ class Ingress:
         return seed_api.success("inference started", session_id=created["session_id"], stream_url=stream_url,
                                 token=created["token"])
 
-    async def _inference_request(self, request: Request) -> tuple[seed_api.InferenceStart, bytes | None]:
+    def _check_avatar(self, avatar_id: str) -> None:
+        if not SAFE_ID.fullmatch(avatar_id) or not (self._profile.avatars_dir / avatar_id / "manifest.json").is_file():
+            raise HTTPException(404, f"unknown avatar {avatar_id!r}; see GET /api/avatar/list")
+
+    async def _speech_input(self, text: str | None, audio_path: str | None, upload: bytes | None):
+        """What to lip-sync: exactly one of `text` (returns None: the voice speaks it), a
+        server-side audio file, or an uploaded one (returns its int16 samples at
+        seed_api.AUDIO_RATE). Decoded before anything starts: a bad file leaves nothing."""
+        if len([x for x in (audio_path, text, upload) if x is not None]) != 1:
+            raise HTTPException(422, "give exactly one of audio_path, an uploaded audio file, or text")
+        if text is not None:
+            if not text.strip() or len(text) > self._profile.sessions.max_text_chars:
+                raise HTTPException(422, f"text must be 1-{self._profile.sessions.max_text_chars} characters")
+            return None
+        source = upload if upload is not None else str(self._allowed_source(audio_path, kinds=("audio", "video")))
+        try:
+            return await asyncio.to_thread(decode_audio, source, seed_api.AUDIO_RATE, self._profile.sessions.max_audio_s)
+        except AudioDecodeError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    async def _form_or_json(self, request: Request, model: type[BaseModel]) -> tuple[Any, bytes | None]:
+        """A JSON body, or multipart with the same fields and an `audio` file."""
         kind = request.headers.get("content-type", "")
         try:
             if kind.startswith("multipart/form-data"):
@@ -452,8 +469,8 @@ class Ingress:
                 if data is not None and not data:
                     raise HTTPException(422, "the uploaded audio file is empty")
                 fields = {k: v for k, v in form.items() if isinstance(v, str)}
-                return seed_api.InferenceStart.model_validate(fields), data
-            return seed_api.InferenceStart.model_validate_json(await request.body()), None
+                return model.model_validate(fields), data
+            return model.model_validate_json(await request.body()), None
         except ValidationError as exc:
             first = exc.errors()[0]
             raise HTTPException(422, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
@@ -462,4 +479,50 @@ class Ingress:
     async def seed_inference_stop(self, session_id: str) -> dict:
         await self._session(session_id).stop_stream.remote()
         return seed_api.success(f"session {session_id} stopped")
+
+    # --- MP4 renders (actors/render.py) -----------------------------------------------------
+    @app.post("/api/renders", status_code=202)
+    async def create_render(self, request: Request, authorization: str | None = Header(None)) -> dict:
+        """JSON `{"avatar", "text", "voice"?}`, or multipart with `avatar` and an `audio` file:
+        renders an MP4 (H.264 + AAC, 25 fps) as a job; poll `status_url`, then download."""
+        body, upload = await self._form_or_json(request, RenderRequest)
+        self._check_avatar(body.avatar)
+        pcm = await self._speech_input(body.text, None, upload)
+        self._check_create_key(authorization)
+        job = await self._renders.start.remote(body.avatar, body.voice, body.text, pcm, seed_api.AUDIO_RATE)
+        return {**job, **self._render_urls(job["id"])}
+
+    @staticmethod
+    def _render_urls(job_id: str) -> dict:
+        return {"status_url": f"/api/renders/{job_id}", "download_url": f"/api/renders/{job_id}/video.mp4"}
+
+    @app.get("/api/renders/{job_id}")
+    async def render_status(self, job_id: str) -> dict:
+        """`state`: queued, synthesising, rendering, encoding, done, failed or cancelled;
+        `percent` once the length is known; `error` when it failed."""
+        job = await self._renders.status.remote(job_id) if SESSION_ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"no render {job_id!r} (finished renders are kept for renders.ttl_s)")
+        return {**job, **self._render_urls(job_id)}
+
+    @app.get("/api/renders/{job_id}/video.mp4", response_class=StreamingResponse)
+    async def render_download(self, job_id: str):
+        job = await self.render_status(job_id)
+        if job["state"] != "done":
+            raise HTTPException(409, f"render {job_id} is {job['state']}, not done")
+
+        async def chunks():
+            offset = 0
+            while data := await self._renders.read.remote(job_id, offset):
+                offset += len(data)
+                yield data
+
+        return StreamingResponse(chunks(), media_type="video/mp4", headers={
+            "Content-Length": str(job["bytes"]), "Content-Disposition": f'attachment; filename="{job_id}.mp4"'})
+
+    @app.delete("/api/renders/{job_id}")
+    async def delete_render(self, job_id: str) -> dict:
+        """Cancel a render, or remove a finished one and its file."""
+        await self.render_status(job_id)
+        return await self._renders.cancel.remote(job_id)
 
