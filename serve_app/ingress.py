@@ -411,7 +411,7 @@ class Ingress:
     def seed_avatar_list(self) -> dict:
         return {"avatars": seed_api.avatar_list(self._profile.avatars_dir)}
 
-    @app.post("/api/inference/start")
+    @app.post("/api/inference/start", openapi_extra=seed_api.body_schema(seed_api.InferenceStart))
     async def seed_inference_start(self, request: Request, authorization: str | None = Header(None)):
         """JSON `{"avatar_id", "audio_path" | "text", "fps", "skip_save_images"}`, or multipart
         with the same fields and an `audio` file. Starts a streaming session that lip-syncs the
@@ -481,7 +481,7 @@ class Ingress:
         return seed_api.success(f"session {session_id} stopped")
 
     # --- MP4 renders (actors/render.py) -----------------------------------------------------
-    @app.post("/api/renders", status_code=202)
+    @app.post("/api/renders", status_code=202, openapi_extra=seed_api.body_schema(RenderRequest))
     async def create_render(self, request: Request, authorization: str | None = Header(None)) -> dict:
         """JSON `{"avatar", "text", "voice"?}`, or multipart with `avatar` and an `audio` file:
         renders an MP4 (H.264 + AAC, 25 fps) as a job; poll `status_url`, then download."""

@@ -44,6 +44,15 @@ class InferenceStart(BaseModel):
     character: str | None = Field(None, min_length=1, max_length=64)
 
 
+def body_schema(model: type[BaseModel]) -> dict:
+    """OpenAPI for a route that reads its body itself: the model as JSON, or as form fields
+    beside an `audio` file."""
+    schema = model.model_json_schema()
+    form = {**schema, "properties": {**schema["properties"], "audio": {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"content": {"application/json": {"schema": schema},
+                                        "multipart/form-data": {"schema": form}}}}
+
+
 def success(message: str, **fields: Any) -> dict:
     return {"status": "success", "message": message, **fields}
 
