@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -43,6 +44,9 @@ class RenderJob:
     id: str
     avatar: str
     state: str = "queued"
+    # Every state the job has been in, with when it entered it (s since created): a client
+    # polling now and then still learns where the time went.
+    history: list[tuple[str, float]] = field(default_factory=lambda: [("queued", 0.0)])
     percent: float | None = None
     error: str | None = None
     duration_s: float | None = None
@@ -52,6 +56,10 @@ class RenderJob:
 
     def public(self) -> dict:
         return asdict(self)
+
+    def enter(self, state: str) -> None:
+        self.state = state
+        self.history.append((state, round(time.time() - self.created, 3)))
 
 
 @dataclass
@@ -68,7 +76,6 @@ class RenderJobs:
     def __init__(self, stages: Any, folder: Path, *, ttl_s: float, max_queued: int, chunk_frames: int,
                  timeouts: Mapping[str, float], audio_context: tuple[int, int] = (0, 0)) -> None:
         self._stages = stages
-        self._folder = folder
         self._ttl_s = ttl_s
         self._max_queued = max_queued
         self._chunk_frames = chunk_frames
@@ -78,8 +85,11 @@ class RenderJobs:
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.mp4*"):  # from a previous process: nobody can ask for them
-            stale.unlink(missing_ok=True)
+        for stale in folder.iterdir():  # a dead replica's files: nobody can ask for them any more
+            if stale.is_dir() and time.time() - stale.stat().st_mtime > ttl_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        self._folder = folder / uuid.uuid4().hex  # this replica's own (other apps share `folder`)
+        self._folder.mkdir()
 
     def start(self, avatar: str, voice: str | None, text: str | None = None,
               pcm: np.ndarray | None = None, rate: int = 0) -> dict:
@@ -108,7 +118,7 @@ class RenderJobs:
         if work is None:
             raise SessionNotFound(f"no render {job_id!r}")
         if work.job.state not in DONE_STATES:
-            work.job.state = "cancelled"
+            work.job.enter("cancelled")
             if work.task is not None:
                 work.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -142,21 +152,25 @@ class RenderJobs:
 
     async def _render(self, work: _Work) -> None:
         job = work.job
+        self._folder.mkdir(parents=True, exist_ok=True)  # another replica may have swept it, idle
         out = FileOut(self._path(job.id), on_frame=lambda frames: self._progress(job, frames))
         try:
             await self._run_turn(work, out)
-            job.state, job.percent = "encoding", 100.0
+            job.percent = 100.0
+            job.enter("encoding")
             await asyncio.to_thread(out.finish)
             job.bytes = out.path.stat().st_size
-            job.state = "done"
+            job.enter("done")
         except asyncio.CancelledError:
             out.discard()
-            job.state = "cancelled"
+            if job.state != "cancelled":
+                job.enter("cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - the job fails, the deployment lives on
             log.warning("render %s failed: %r", job.id, exc)
             out.discard()
-            job.state, job.error = "failed", str(exc)[:300] or type(exc).__name__
+            job.error = str(exc)[:300] or type(exc).__name__
+            job.enter("failed")
         finally:
             job.finished = time.time()
 
@@ -164,10 +178,10 @@ class RenderJobs:
         job = work.job
         errors: list[Error] = []
         if work.text is not None:
-            job.state = "synthesising"
+            job.enter("synthesising")
             audio = synthesized(single(work.text), self._stages.tts, work.voice, self._timeouts["tts"])
         else:
-            job.state = "rendering"
+            job.enter("rendering")
             audio = audio_chunks(work.pcm, work.rate)
         turn = Turn(job.id, self._measured(audio, job), avatar_id=job.avatar, lipsync=self._stages.lipsync,
                     media=out, chunk_frames=self._chunk_frames, timeouts=self._timeouts,
@@ -193,7 +207,8 @@ class RenderJobs:
                 seconds += len(chunk.samples) / chunk.sample_rate
                 yield chunk
         job.duration_s = round(seconds, 2)
-        job.state = "rendering"
+        if job.state != "rendering":
+            job.enter("rendering")
 
     @staticmethod
     def _progress(job: RenderJob, frames: int) -> None:

@@ -77,8 +77,10 @@ async def test_a_text_render_is_an_mp4_whose_mouth_follows_its_voice(http, tmp_p
     assert started.status_code == 202, started.text
     job, seen = await finish(http, started.json())
     assert job["state"] == "done", job
-    assert seen == [s for s in STATES if s in seen] and seen[-1] == "done"  # in order
-    assert {"rendering", "done"} <= set(seen) and job["percent"] == 100
+    assert seen == [s for s in STATES if s in seen] and seen[-1] == "done"  # in order, as polled
+    assert [state for state, _ in job["history"]] == STATES and job["percent"] == 100  # every stage
+    times = [t for _, t in job["history"]]
+    assert times == sorted(times)
     download = await http.get(job["download_url"])
     assert download.status_code == 200 and download.headers["content-type"] == "video/mp4"
     path = tmp_path / "render.mp4"
@@ -97,7 +99,7 @@ async def test_an_uploaded_audio_renders_at_its_length_and_the_file_is_removable
                               files={"audio": ("q.wav", QUESTION.read_bytes(), "audio/wav")})
     assert started.status_code == 202, started.text
     job, seen = await finish(http, started.json())
-    assert job["state"] == "done" and "synthesising" not in seen
+    assert job["state"] == "done" and [s for s, _ in job["history"]] == ["queued", "rendering", "encoding", "done"]
     assert abs(job["duration_s"] - 1.64) < 0.05
     path = tmp_path / "q.mp4"
     path.write_bytes((await http.get(job["download_url"])).content)
