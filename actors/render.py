@@ -91,6 +91,10 @@ class RenderJobs:
         self._folder = folder / uuid.uuid4().hex  # this replica's own (other apps share `folder`)
         self._folder.mkdir()
 
+    def remove_all(self) -> None:
+        """At shutdown: this replica's files go with it."""
+        shutil.rmtree(self._folder, ignore_errors=True)
+
     def start(self, avatar: str, voice: str | None, text: str | None = None,
               pcm: np.ndarray | None = None, rate: int = 0) -> dict:
         self._sweep()

@@ -36,3 +36,6 @@ class RendersDeployment:
 
     def read(self, job_id: str, offset: int) -> bytes | None:
         return self.jobs.read(job_id, offset)
+
+    def __del__(self) -> None:
+        self.jobs.remove_all()
