@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import CpuMeter, loadavg, med, print_machine, r, server, wait_health, write_results  # noqa: E402
+from sessions import CpuMeter, loadavg, med, r, run_against_server, wait_health  # noqa: E402
 
 from serve_app.client import AvatarSession  # noqa: E402
 from serve_app.config import PROJECT_ROOT as ROOT  # noqa: E402
@@ -88,15 +88,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--url")
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
-    args = parser.parse_args()
-    machine, load = print_machine()
-    with server(args.url, args.config) as (url, local, _):
-        report = asyncio.run(main_async(url, args, CpuMeter(local_cluster=local)))
-    report.update({"machine": machine, "load_start": load, "load_end": loadavg(),
-                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    out = write_results("render", report)
-    print(f"load average at end: {loadavg()}\nwrote {out.relative_to(ROOT)}")
-
+    run_against_server("render", parser.parse_args(), main_async)
 
 if __name__ == "__main__":
     main()

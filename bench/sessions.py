@@ -231,6 +231,18 @@ def server(url: str | None, config: Path):
     yield url.rstrip("/"), False, ray_ok
 
 
+def run_against_server(name: str, args, main_async) -> None:
+    """Run `main_async(url, args, meter)` against --url or a fresh local cluster (--config),
+    then write its report, with the machine and the load around it, as <name>-<time>.json."""
+    machine, load = print_machine()
+    with server(args.url, args.config) as (url, local, _):
+        report = asyncio.run(main_async(url, args, CpuMeter(local_cluster=local)))
+    report.update({"machine": machine, "load_start": load, "load_end": loadavg(),
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    out = write_results(name, report)
+    print(f"load average at end: {loadavg()}\nwrote {out.relative_to(ROOT)}")
+
+
 async def health(url: str) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         return (await http.get("/api/health")).json()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sessions import CpuMeter, loadavg, med, pct, print_machine, r, server, wait_health, write_results  # noqa: E402
+from sessions import CpuMeter, loadavg, med, pct, r, run_against_server, wait_health  # noqa: E402
 
 import httpx  # noqa: E402
 
@@ -170,15 +170,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--url")
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
-    args = parser.parse_args()
-    machine, load = print_machine()
-    with server(args.url, args.config) as (url, local, _):
-        report = asyncio.run(main_async(url, args, CpuMeter(local_cluster=local)))
-    report.update({"machine": machine, "load_start": load, "load_end": loadavg(),
-                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    out = write_results("streaming", report)
-    print(f"load average at end: {loadavg()}\nwrote {out.relative_to(ROOT)}")
-
+    run_against_server("streaming", parser.parse_args(), main_async)
 
 if __name__ == "__main__":
     main()
