@@ -99,7 +99,10 @@ async def test_upload_without_token_is_403_before_its_body_is_read(app_url, http
     status, rest, sent = await raw_post(
         app_url, "/api/avatars", {"Content-Type": "multipart/form-data; boundary=x"}, total=100 * MB)
     answered_or_reset(status, rest, 403, "admin token")
-    assert sent < 30 * MB, sent  # most of the 100 MB was never sent: nobody read it
+    # How much of it the client got to send is a race with Serve's HTTP proxy, which reads any
+    # body as fast as it comes while the app decides (README, "Exposing it safely"): on a slow
+    # run all 100 MB go before the refusal. What this app guarantees is that it read none.
+    assert sent > 0
     after = await refusal_stats(http)
     assert after["refused"].get("403", 0) == before["refused"].get("403", 0) + 1
     assert after["refused_body_bytes_read"] == before["refused_body_bytes_read"]  # not a byte
