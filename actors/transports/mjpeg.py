@@ -11,20 +11,11 @@ import asyncio
 import contextlib
 from collections import deque
 
-import cv2
-
 from actors.clock import AVUnit, MediaClock
-from actors.transports.pacing import pace
+from actors.transports.pacing import encode_jpeg, pace
 from serve_app.engines.media import FPS
 
 PULL_WAIT_S = 1.0
-
-
-def encode_jpeg(frame, quality: int) -> bytes:
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return jpeg.tobytes()
 
 
 class MjpegViewer:

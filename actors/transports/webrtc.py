@@ -22,6 +22,7 @@ from actors.clock import MediaClock
 from actors.errors import BadRequest, SessionConflict
 from actors.offer_checks import check_offer
 from actors.transports.base import SessionPort
+from actors.transports.pacing import MAX_LATE_FRAMES
 from serve_app.engines.audio import StreamResampler
 from serve_app.engines.media import FRAME_S, OUTPUT_PER_FRAME, OUTPUT_RATE, SPEECH_RATE
 from serve_app.events import Event
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 OUTPUT_PER_PACKET = OUTPUT_PER_FRAME // 2  # 20 ms
 VIDEO_TIME_BASE = Fraction(1, 90_000)
 AUDIO_TIME_BASE = Fraction(1, OUTPUT_RATE)
-# A track this far behind its schedule skips ahead instead of bursting to catch up.
-MAX_LATE_FRAMES = 5
 MIC_PREFETCH = 1  # audio packets aiortc holds back before handing one on (its default: 4)
 MAX_PENDING_EVENTS = 200  # events kept for a data channel that is not open yet
 

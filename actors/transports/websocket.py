@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import struct
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 
 from actors.clock import AVUnit, MediaClock
-from actors.transports.pacing import pace
+from actors.transports.pacing import encode_jpeg, pace
 from serve_app.engines.media import FRAME_S
 from serve_app.events import Event, Mouth
-
-log = logging.getLogger(__name__)
 
 AUDIO, JPEG = 1, 2  # binary message kinds
 HEADER = struct.Struct("<BI")  # kind, frame index
@@ -157,10 +153,7 @@ class WebSocketTransport:
             self.stats.video_dropped += 1
             return
         if self.face == "jpeg":
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(unit.frame, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, self._jpeg_quality])
-            if ok:
-                self._push(HEADER.pack(JPEG, index) + jpeg.tobytes(), False)
+            self._push(HEADER.pack(JPEG, index) + encode_jpeg(unit.frame, self._jpeg_quality), False)
         elif self.face == "visemes":
             self._push(Mouth(frame=index, t_ms=round(index * FRAME_S * 1000), viseme=unit.viseme,
                              weight=mouth_weight(unit.audio) if unit.playout else 0.0,
