@@ -65,6 +65,7 @@ class AVUnit:
     playout: Playout | None = None  # None for idle units
     last: bool = False  # the final unit of its turn
     viseme: str = "X"  # the mouth shape shown (X: rest), for clients that draw the face
+    repeated: bool = False  # its lip-sync frame missed its deadline: the previous frame again
 
     @property
     def turn_id(self) -> str | None:
@@ -78,6 +79,7 @@ class MediaOut(Protocol):
 
     async def put(self, unit: AVUnit) -> None: ...
     def next_speech_index(self) -> int: ...
+    def slack_s(self) -> float | None: ...
     def hold(self) -> None: ...
     def resume(self) -> None: ...
     def flush(self) -> int: ...
@@ -85,11 +87,21 @@ class MediaOut(Protocol):
 
 @dataclass
 class ClockStats:
+    """Running totals; under overload video gives way first (late, skipped, repeated frames)
+    so that audio keeps time (audio_skipped and underrun_frames stay 0)."""
+
     video_frames: int = 0
     audio_packets: int = 0
     speech_frames: int = 0
-    late_frames: int = 0  # frames sent after their due time by more than one frame
-    skipped_frames: int = 0
+    late_frames: int = 0  # video frames sent after their due time by more than one frame
+    skipped_frames: int = 0  # video frames never sent: the track was far behind, or shed load
+    repeated_frames: int = 0  # speech frames shown as the previous frame (lip-sync was late)
+    audio_skipped: int = 0  # 20 ms audio packets never sent: the audio track was far behind
+    underrun_frames: int = 0  # silence mid-reply: its next speech unit was not there in time
+
+    def missed(self) -> int:
+        """Frames the client did not get as made, on time: the overload signal."""
+        return self.late_frames + self.skipped_frames + self.repeated_frames + self.audio_skipped
 
 
 class MediaClock:
@@ -107,6 +119,7 @@ class MediaClock:
         self._units: dict[int, AVUnit] = {}
         self._next_index = 0  # lowest index not yet assigned a unit
         self._last_video: int | None = None
+        self._reply: Playout | None = None  # the turn being heard, until its last unit
         self._held = False  # speech paused (the user may be starting to talk)
         self.t0: float | None = None
         self.stats = ClockStats()
@@ -125,6 +138,13 @@ class MediaClock:
     def next_speech_index(self) -> int:
         """The frame index at which a unit queued now will play (when the queue doesn't underrun)."""
         return max(self._next_index, self.current_index()) + len(self._speech)
+
+    def slack_s(self) -> float | None:
+        """How long until the speech queued now has played out (None: no deadline, because
+        the clock has not started or speech is held)."""
+        if self.t0 is None or self._held:
+            return None
+        return (self.next_speech_index() - self.current_index()) * FRAME_S
 
     # --- producing ----------------------------------------------------------------------
     async def put(self, unit: AVUnit) -> None:
@@ -163,6 +183,7 @@ class MediaClock:
         dropped = len(self._speech)
         self._speech.clear()
         self._held = False
+        self._reply = None
         for index, unit in list(self._units.items()):
             if unit.playout is not None:
                 self._units[index] = AVUnit(self._idle_frame(index))
@@ -178,13 +199,23 @@ class MediaClock:
             if self._speech and index >= self._next_index and not self._held:
                 unit = self._speech.popleft()
                 self._space.set()
+                self._reply = None if unit.last else unit.playout
             else:
                 unit = AVUnit(self._idle_frame(index))
+                if self._reply is not None and not self._reply.done.done() and not self._held:
+                    self.stats.underrun_frames += 1
             self._units[index] = unit
             self._next_index = max(self._next_index, index + 1)
             while len(self._units) > MAX_CACHED_UNITS:
-                del self._units[min(self._units)]
+                oldest = min(self._units)
+                self._report_unshown(oldest, self._units.pop(oldest))
         return unit
+
+    def _report_unshown(self, index: int, unit: AVUnit) -> None:
+        """A speech unit no reader showed (skipped by a late track, or its cache entry
+        dropped) still counts as played: its audio went out, and the turn must end."""
+        if unit.playout is not None and (self._last_video is None or index > self._last_video):
+            unit.playout.shown(unit.last)
 
     def audio_done(self, index: int) -> None:
         """The audio track finished unit `index`: forget units both tracks are done with."""
@@ -197,8 +228,13 @@ class MediaClock:
         viewers) the first to show a frame reports it; the others' reports are ignored."""
         if self._last_video is not None and index <= self._last_video:
             return
+        if self._last_video is not None:
+            for skipped in range(self._last_video + 1, index):  # a reader that skipped ahead
+                if (passed := self._units.get(skipped)) is not None:
+                    self._report_unshown(skipped, passed)
         self._last_video = index
         self.stats.video_frames += 1
         if unit.playout is not None:
             self.stats.speech_frames += 1
+            self.stats.repeated_frames += unit.repeated
             unit.playout.shown(unit.last)

@@ -12,10 +12,13 @@ from actors.errors import StageFailed, public_reason
 log = logging.getLogger(__name__)
 
 
-async def call(stage: str, response: Any, timeout_s: float) -> Any:
-    """Await one handle call (a DeploymentResponse) for at most `timeout_s`."""
+async def call(stage: str, response: Any, timeout_s: float, due_s: float | None = None) -> Any:
+    """Await one handle call (a DeploymentResponse) for at most `timeout_s`. With `due_s`
+    (sooner than that), an answer not back by then is given up: the call is cancelled and
+    None returned, so the caller can go on without it (media that must keep time)."""
+    late = due_s is not None and due_s < timeout_s
     try:
-        result = await asyncio.wait_for(response, timeout_s)  # wait_for wraps any awaitable
+        result = await asyncio.wait_for(response, due_s if late else timeout_s)  # wraps any awaitable
         _raise_if_cancelled()
         return result
     except asyncio.CancelledError:
@@ -23,6 +26,8 @@ async def call(stage: str, response: Any, timeout_s: float) -> Any:
         raise
     except Exception as exc:
         _cancel(response)
+        if late and isinstance(exc, TimeoutError):
+            return None
         raise _failed(stage, exc, timeout_s) from None
 
 

@@ -21,7 +21,9 @@ def sessions_gauge() -> Gauge:
 def frames_counter() -> Counter:
     return Counter(
         "digital_human_video_frames",
-        "Video frames sent to peers, by kind: sent, speech, late (past their deadline), skipped.",
+        "Frames by kind: sent, speech, late (past their deadline), skipped (never sent), repeated "
+        "(lip-sync late: the previous frame again), audio_skipped (20 ms packets), underrun "
+        "(silence mid-reply).",
         tag_keys=("kind",),
     )
 

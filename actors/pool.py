@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import secrets
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 
 import ray
 
+from actors.capacity import NodeCpu, SessionLoad, overload_reason
 from actors.errors import CapacityError, InvalidChoice, RateLimited, SessionForbidden, SessionNotFound
 from actors.metrics import sessions_gauge
 from actors.rate_limit import TokenBucket
@@ -34,6 +37,7 @@ CLOSE_TIMEOUT_S = 5.0
 MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used dropped)
 ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when healthy)
 STATS_TIMEOUT_S = 5.0  # asking a live session what it shows
+LOAD_TIMEOUT_S = 2.0  # a session that cannot say its load this fast is overloaded itself
 
 
 @dataclass
@@ -42,6 +46,7 @@ class _Active:
     token_hash: str
     client: str | None = None
     reaper: asyncio.Task | None = None
+    created: float = 0.0  # time.monotonic()
 
 
 class SessionPool:
@@ -56,6 +61,10 @@ class SessionPool:
         self._creating = 0  # creations in flight count against the cap too
         self._fill_task: asyncio.Task | None = None
         self._creation_rates: OrderedDict[str, TokenBucket] = OrderedDict()  # by client address
+        self._monitor: asyncio.Task | None = None
+        self._overload: str | None = None  # why sessions are refused now (admission)
+        self._free_cores: float | None = None
+        self._loads: dict[str, SessionLoad | None] = {}
 
     # --- warm pool ---------------------------------------------------------------------
     def _spawn(self) -> tuple[str, Any]:
@@ -83,9 +92,13 @@ class SessionPool:
             self._starting -= 1
 
     def fill(self) -> None:
-        """Top the warm pool up in the background (never beyond what the cap can use)."""
+        """Top the warm pool up in the background (never beyond what the cap can use), and
+        keep the admission's measurements going."""
+        loop = asyncio.get_running_loop()
         if self._fill_task is None or self._fill_task.done():
-            self._fill_task = asyncio.get_running_loop().create_task(self._fill())
+            self._fill_task = loop.create_task(self._fill())
+        if self._settings.admission.enabled and (self._monitor is None or self._monitor.done()):
+            self._monitor = loop.create_task(self._watch_load())
 
     async def _fill(self) -> None:
         while len(self._warm) < min(
@@ -97,6 +110,35 @@ class SessionPool:
                 log.exception("could not start a warm session actor")
                 return
             self._report()
+
+    # --- admission by measured capacity (actors/capacity.py) -----------------------------
+    async def _watch_load(self) -> None:
+        settings = self._settings.admission
+        cpu = NodeCpu(settings.window_s)
+        cores = len(os.sched_getaffinity(0))
+        while True:
+            cpu.sample()
+            active = list(self._active.items())
+            loads = await asyncio.gather(*(self._load_of(a) for _, a in active))
+            self._loads = {sid: load for (sid, _), load in zip(active, loads) if sid in self._active}
+            self._free_cores = cpu.free_cores(cores)
+            now = time.monotonic()
+            young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)
+            self._overload = overload_reason(settings, self._loads, self._free_cores, young + self._creating)
+            await asyncio.sleep(settings.poll_s)
+
+    @staticmethod
+    async def _load_of(active: _Active) -> SessionLoad | None:
+        try:
+            return await asyncio.wait_for(active.handle.load.remote(), LOAD_TIMEOUT_S)
+        except Exception:  # ending, dead (the reaper removes it) or too busy to answer
+            return None
+
+    def admission(self) -> dict:
+        """The cached verdict: whether a session would be admitted now, and why not."""
+        return {"enabled": self._settings.admission.enabled, "accepting": self._overload is None,
+                "reason": self._overload, "free_cores": self._free_cores,
+                "missed_frames": sum(load.missed_frames for load in self._loads.values() if load)}
 
     def _report(self) -> None:
         sessions_gauge().set(len(self._active), tags={"state": "active"})
@@ -139,6 +181,9 @@ class SessionPool:
                 f"all {self._settings.max_sessions} sessions are in use; retry later",
                 self._settings.retry_after_s,
             )
+        if self._overload is not None and self._active:
+            raise CapacityError(f"the server is at capacity ({self._overload}); retry later",
+                                self._settings.retry_after_s)
         character_id = character or self._profile.default_character
         if character_id not in self._characters:
             raise InvalidChoice(
@@ -165,7 +210,7 @@ class SessionPool:
                 raise
         finally:
             self._creating -= 1
-        active = _Active(handle, token_hash(token), client)
+        active = _Active(handle, token_hash(token), client, created=time.monotonic())
         self._active[session_id] = active
         active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
         self.fill()
@@ -217,6 +262,8 @@ class SessionPool:
         return sum(1 for a in avatars if a == avatar_id)
 
     async def shutdown(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
         for session_id, active in list(self._active.items()):
             await self._drop(session_id, active)
         for _, handle in self._warm:

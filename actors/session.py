@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from actors.capacity import LoadWindow, SessionLoad
 from actors.clock import MediaClock
 from actors.conversation import Conversation, prefill
 from actors.errors import (
@@ -55,6 +56,7 @@ MAX_UNSENT_EVENTS = 200  # events kept for a client that has not connected yet
 CLOSE_NO_HEARTBEAT, CLOSE_REPLACED = 4408, 4409  # WebSocket close codes (README)
 MIC_BURST_S = 2.0  # WebSocket mic audio may run this far ahead of real time, no further
 VIEWER_IDLE_S = 5.0  # an MJPEG viewer not pulled for this long is closed
+MAX_SOCKET_ENDINGS = 8  # closed connections whose close code a late pull can still learn
 
 
 def token_hash(token: str) -> str:
@@ -103,11 +105,13 @@ class SessionActor:
         self._watchdog: asyncio.Task | None = None
         self._close_reason = ""
         self._frame_counters = FrameCounters()
+        self._load = LoadWindow(self._settings.admission.window_s)
         self._turn_requests = TokenBucket(self._settings.turn_requests_per_min / 60, self._settings.turn_requests_burst)
         self._control_rate = TokenBucket(self._settings.control_messages_per_s,
                                          max(1, int(self._settings.control_messages_per_s)))
         self._control_dropped = 0  # client messages over the size or rate limit, or malformed
         self._sockets: dict[str, WebSocketTransport] = {}  # by connection id: at most one live
+        self._socket_endings: dict[str, tuple[int, str]] = {}  # recently closed: (code, reason)
         self._socket_lost_at: float | None = None  # when the last WebSocket client went away
         self._socket_pinged = 0.0
         self._socket_opened = 0  # connections so far (a later one is a resume)
@@ -198,12 +202,15 @@ class SessionActor:
     async def _watch(self) -> None:
         """Ends sessions whose peer never connects or that stay idle past the TTL."""
         while True:
+            slept = time.monotonic()
             await asyncio.sleep(1.0)
             now = time.monotonic()
             stats = self._clock.stats
+            self._load.sample(stats, loop_lag_ms=max(0.0, (now - slept - 1.0) * 1000), now=now)
             self._frame_counters.update(
-                {"sent": stats.video_frames, "speech": stats.speech_frames,
-                 "late": stats.late_frames, "skipped": stats.skipped_frames}
+                {"sent": stats.video_frames, "speech": stats.speech_frames, "late": stats.late_frames,
+                 "skipped": stats.skipped_frames, "repeated": stats.repeated_frames,
+                 "audio_skipped": stats.audio_skipped, "underrun": stats.underrun_frames}
             )
             if self._webrtc is not None and self._webrtc.state == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
@@ -315,6 +322,10 @@ class SessionActor:
         """Unauthenticated, for the manager and metrics: no secrets in here."""
         return self._info()
 
+    async def load(self) -> SessionLoad:
+        """The last window's deadline misses and memory (the pool's admission polls this)."""
+        return self._load.summary(speaking=self._core is not None and self._core.speaking)
+
     def _info(self) -> dict:
         clock = self._clock.stats if self._clock else None
         core = self._core
@@ -328,6 +339,10 @@ class SessionActor:
             "video_frames": clock.video_frames if clock else 0,
             "speech_frames": clock.speech_frames if clock else 0,
             "late_frames": clock.late_frames if clock else 0,
+            "skipped_frames": clock.skipped_frames if clock else 0,
+            "repeated_frames": clock.repeated_frames if clock else 0,
+            "audio_skipped": clock.audio_skipped if clock else 0,
+            "underrun_frames": clock.underrun_frames if clock else 0,
             "speculative_replies": dict(core.speculations) if core else {"started": 0, "confirmed": 0},
             "exchanges": len(self._conversation) if self._conversation else 0,
             "control_messages_dropped": self._control_dropped,
@@ -420,8 +435,9 @@ class SessionActor:
     async def ws_pull(self, connection: str) -> dict:
         """What waits for the client: {"messages": [...]}, or {"close": code, "reason": ...}."""
         transport = self._sockets.get(connection)
-        if transport is None:
-            return {"close": CLOSE_REPLACED, "reason": "this connection was replaced or has ended"}
+        if transport is None:  # closed between two pulls: say why it was
+            code, reason = self._socket_endings.get(connection, (CLOSE_REPLACED, "this connection has ended"))
+            return {"close": code, "reason": reason}
         messages = await transport.pull()
         if messages is None:
             return {"close": transport.close_code, "reason": transport.close_reason}
@@ -456,6 +472,9 @@ class SessionActor:
 
     async def _drop_socket(self, connection: str, code: int, reason: str) -> None:
         transport = self._sockets.pop(connection)
+        self._socket_endings[connection] = (code, reason)
+        while len(self._socket_endings) > MAX_SOCKET_ENDINGS:
+            del self._socket_endings[next(iter(self._socket_endings))]
         if transport in self._transports:
             self._transports.remove(transport)
         await transport.close(code, reason)

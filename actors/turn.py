@@ -34,6 +34,9 @@ from serve_app.events import Error
 log = logging.getLogger(__name__)
 
 FADE_FRAMES = 2  # frames crossfading between idle and talking where a reply starts and ends
+# Mid-reply, a lip-sync chunk must be back this long before the queued speech runs out, or
+# its audio plays on the previous frame instead (video gives way, the voice keeps time).
+LIPSYNC_MARGIN_S = 0.04
 
 
 async def single(text: str) -> AsyncIterator[str]:
@@ -118,6 +121,7 @@ class Turn:
         self.gate = gate
         self._timeouts = timeouts
         self.frames_queued = 0
+        self._last_frame: np.ndarray | None = None
         self.cancelled = False
         self.failed = False  # a stage failed: the rest of the reply will never come
         self.playout = Playout(turn_id, on_first_frame)
@@ -208,16 +212,22 @@ class Turn:
         )
         # Routed to a replica that already holds this avatar (multiplexed by avatar id).
         response = self._lipsync.options(multiplexed_model_id=self._avatar_id).render.remote(chunk)
-        frames = await deadline.call("lipsync", response, self._timeouts["lipsync"])
+        slack = self._media.slack_s() if self._last_frame is not None else None
+        due = None if slack is None else max(0.0, slack - LIPSYNC_MARGIN_S)
+        frames = await deadline.call("lipsync", response, self._timeouts["lipsync"], due_s=due)
+        repeated = frames is None  # late: the audio goes on, over the last frame shown
         pcm = to_int16(part.audio48)
         for i in range(n):
             await self._media.put(
                 AVUnit(
-                    frame=frames[i],
+                    frame=self._last_frame if repeated else frames[i],
                     audio=pcm[i * OUTPUT_PER_FRAME : (i + 1) * OUTPUT_PER_FRAME],
                     playout=self.playout,
                     last=part.last and i == n - 1,
                     viseme=chunk.visemes[i],
+                    repeated=repeated,
                 )
             )
+        if not repeated:
+            self._last_frame = frames[n - 1]
         self.frames_queued += n

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from actors.capacity import cpu_ticks
 from serve_app.client import AvatarSession
 from serve_app.config import PROJECT_ROOT as ROOT
 
@@ -79,13 +80,6 @@ def write_results(name: str, report: dict) -> Path:
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def machine_busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all cores from /proc/stat; busy excludes idle and iowait."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
-    return total - fields[3] - fields[4], total
 
 
 @dataclass
@@ -158,11 +152,12 @@ class CpuMeter:
             server = descendants(procs, self.me)
         else:
             server = {p.pid for p in procs.values() if looks_like_ray(p.title) and p.pid != self.me}
-        return {"t": time.monotonic(), "machine": machine_busy_ticks(), "procs": procs, "server": server}
+        return {"t": time.monotonic(), "machine": cpu_ticks(), "procs": procs, "server": server}
 
     def window(self, a: dict, b: dict) -> dict:
         wall = b["t"] - a["t"]
         busy = (b["machine"][0] - a["machine"][0]) / CLK_TCK
+        steal = (b["machine"][1] - a["machine"][1]) / CLK_TCK
         groups: dict[str, float] = {}
         sessions: list[float] = []
         for pid in b["server"]:
@@ -179,7 +174,8 @@ class CpuMeter:
         bench = (me_b.ticks - me_a.ticks) / CLK_TCK / wall if me_a and me_b else float("nan")
         return {
             "wall_s": round(wall, 2),
-            "machine_cores": round(busy / wall, 3),
+            "machine_cores": round(busy / wall, 3),  # steal included: time we could not use
+            "steal_cores": round(steal / wall, 3),
             "bench_process_cores": round(bench, 3),
             "server_cores": round(sum(groups.values()), 3),
             "server_groups": {k: round(v, 3) for k, v in sorted(groups.items())},
@@ -207,15 +203,15 @@ def r(x: float | None, nd: int = 1) -> float | None:
 
 
 @contextlib.contextmanager
-def server(url: str | None, config: Path):
-    """Yields (url, local, ray_ok): a fresh local cluster running `config` when no `url` is
-    given (shut down afterwards), else the running server at `url`, with Ray attached if it
-    can be (for the session actors' counters)."""
+def server(url: str | None, config: Path, overrides: dict | None = None):
+    """Yields (url, local, ray_ok): a fresh local cluster running `config` (its profile with
+    `overrides`) when no `url` is given (shut down afterwards), else the running server at
+    `url`, with Ray attached if it can be (for the session actors' counters)."""
     if url is None:
         from serve_app.local_cluster import start_local, stop_local
 
         t = time.monotonic()
-        url = start_local(config)
+        url = start_local(config, overrides=overrides)
         print(f"local cluster deployed in {time.monotonic() - t:.1f} s", flush=True)
         try:
             yield url, True, True
@@ -231,11 +227,12 @@ def server(url: str | None, config: Path):
     yield url.rstrip("/"), False, ray_ok
 
 
-def run_against_server(name: str, args, main_async) -> None:
-    """Run `main_async(url, args, meter)` against --url or a fresh local cluster (--config),
-    then write its report, with the machine and the load around it, as <name>-<time>.json."""
+def run_against_server(name: str, args, main_async, overrides: dict | None = None) -> None:
+    """Run `main_async(url, args, meter)` against --url or a fresh local cluster (--config,
+    its profile with `overrides`), then write its report, with the machine and the load
+    around it, as <name>-<time>.json."""
     machine, load = print_machine()
-    with server(args.url, args.config) as (url, local, _):
+    with server(args.url, args.config, overrides) as (url, local, _):
         report = asyncio.run(main_async(url, args, CpuMeter(local_cluster=local)))
     report.update({"machine": machine, "load_start": load, "load_end": loadavg(),
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})

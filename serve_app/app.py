@@ -26,7 +26,9 @@ DEFAULT_PROFILE = "configs/cpu.yaml"
 
 
 def build_app(args: dict | None = None) -> Application:
-    profile = load_profile((args or {}).get("profile", DEFAULT_PROFILE))
+    """args: `profile` (a profile file) and optional `overrides` laid over it (same nesting)."""
+    args = args or {}
+    profile = load_profile(args.get("profile", DEFAULT_PROFILE), args.get("overrides"))
     tts = TTSDeployment.options(**profile.tts.deployment.as_options()).bind(
         profile.tts.backend, profile.tts.options
     )

@@ -79,7 +79,23 @@ class MjpegSettings(_Strict):
     jpeg_quality: int = Field(80, ge=10, le=100)
 
 
+class AdmissionSettings(_Strict):
+    """Admission by measured capacity (actors/capacity.py). While any admitted session
+    missed more than `max_missed_frames` frames (late, skipped, repeated) in the last
+    `window_s`, or its process woke up more than `max_loop_lag_ms` late, or the node had less
+    than `min_free_cores` idle (a talking session's cost; steal counts as busy), a new
+    session gets 503 with Retry-After. The first session is always let in."""
+
+    enabled: bool = True
+    window_s: float = Field(10.0, gt=0)
+    poll_s: float = Field(1.0, gt=0)  # how often the pool asks its sessions
+    max_missed_frames: int = Field(5, ge=0)
+    max_loop_lag_ms: float = Field(150.0, gt=0)
+    min_free_cores: float = Field(0.4, ge=0)
+
+
 class SessionSettings(_Strict):
+    # The most sessions at once, whatever the measured capacity (`admission`) allows.
     max_sessions: int = Field(4, ge=1)
     warm_pool: int = Field(1, ge=0)
     actor_num_cpus: float = Field(0.1, ge=0)
@@ -125,6 +141,7 @@ class SessionSettings(_Strict):
     mjpeg: MjpegSettings = Field(default_factory=MjpegSettings)
     # The longest audio file a session may be given to lip-sync (POST /api/inference/start).
     max_audio_s: float = Field(300.0, gt=0)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
 
     @field_validator("candidate_networks")
     @classmethod
@@ -302,9 +319,20 @@ def resolve(path: str | Path) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def load_profile(path: str | Path) -> Profile:
+def load_profile(path: str | Path, overrides: dict | None = None) -> Profile:
+    """The profile at `path`, with `overrides` (nested like the file, e.g.
+    {"sessions": {"max_sessions": 8}}) laid over it before validation."""
     path = resolve(path)
-    return _validate(Profile, _read_yaml(path), path)
+    return _validate(Profile, _merged(_read_yaml(path), overrides or {}), path)
+
+
+def _merged(base: Any, over: dict) -> Any:
+    if not isinstance(base, dict):
+        return over
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merged(merged.get(key), value) if isinstance(value, dict) else value
+    return merged
 
 
 def load_characters(directory: Path) -> dict[str, Character]:

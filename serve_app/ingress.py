@@ -165,6 +165,7 @@ class Ingress:
             "sessions": summary["active"],
             "max_sessions": self._profile.sessions.max_sessions,
             "warm_actors": summary["warm"],
+            "admission": summary["admission"],  # accepting, and why not (measured capacity)
             "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
             "request_limits": self._limits.stats.as_dict(),  # of the ingress replica that answered
             "message": "ok",  # the MuseTalk seed's health answer is {"status", "message"}

@@ -21,13 +21,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def deploy_config(config_path: Path, port: int, timeout_s: float = 180) -> None:
-    """Start Serve on 127.0.0.1:`port` and deploy the config's apps; return once all run."""
+def deploy_config(config_path: Path, port: int, timeout_s: float = 180, overrides: dict | None = None) -> None:
+    """Start Serve on 127.0.0.1:`port` and deploy the config's apps (each app's profile with
+    `overrides` laid over it: build_app's args); return once all run."""
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
     config = yaml.safe_load(Path(config_path).read_text())
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    if overrides:
+        for app in config["applications"]:
+            app["args"] = {**app.get("args", {}), "overrides": overrides}
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump())
     client.deploy_apps(schema, _blocking=False)
@@ -63,9 +67,10 @@ def wait_running(names: list[str], timeout_s: float) -> None:
 
 
 def start_local(
-    config_path: Path = DEFAULT_CONFIG, num_cpus: int = 2, num_gpus: int = 0
+    config_path: Path = DEFAULT_CONFIG, num_cpus: int = 2, num_gpus: int = 0, overrides: dict | None = None
 ) -> str:
-    """ray.init a fresh local cluster, deploy the config on a free port, return the base URL."""
+    """ray.init a fresh local cluster, deploy the config on a free port (with the profile
+    `overrides`, see deploy_config), return the base URL."""
     import ray
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,7 +79,7 @@ def start_local(
         log_to_driver=False,
     )
     port = free_port()
-    deploy_config(config_path, port)
+    deploy_config(config_path, port, overrides=overrides)
     return f"http://127.0.0.1:{port}"
 
 

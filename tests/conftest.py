@@ -14,10 +14,16 @@ os.environ.setdefault("DH_ADMIN_TOKEN", secrets.token_urlsafe(16))
 os.environ.setdefault("DH_TEST_CREATE_KEY", secrets.token_urlsafe(16))
 
 
+# The test run's own clients (aiortc peers, a browser) share the machine with the server, so
+# the main app's admission by measured CPU would refuse the tests' sessions on a slow day.
+# Admission has tests of its own (tests/unit/test_capacity.py, test_admission.py).
+NO_ADMISSION = {"sessions": {"admission": {"enabled": False}}}
+
+
 @pytest.fixture(scope="session")
 def app_url() -> str:
     from serve_app.local_cluster import start_local, stop_local
 
-    url = start_local()
+    url = start_local(overrides=NO_ADMISSION)
     yield url
     stop_local()

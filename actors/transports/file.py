@@ -63,6 +63,9 @@ class FileOut:
     def next_speech_index(self) -> int:
         return self.frames
 
+    def slack_s(self) -> None:  # no deadline: a file waits for every frame
+        return None
+
     def hold(self) -> None:  # nobody talks over a file
         pass
 

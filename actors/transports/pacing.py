@@ -14,6 +14,29 @@ from actors.clock import AVUnit, MediaClock
 from serve_app.engines.media import FRAME_S
 
 MAX_LATE_FRAMES = 5  # this far behind the clock, skip ahead instead of bursting
+SHED_AFTER_LATE = 5  # late video frames within SHED_WINDOW frames: start sending every other one
+SHED_WINDOW = 25
+RECOVER_AFTER = 50  # frames (sent at half rate) with none late: back to every frame
+
+
+class VideoShedder:
+    """Decides, frame by frame, whether a video reader sends every frame (stride 1) or every
+    other one (stride 2), from the running count of late frames it is given."""
+
+    def __init__(self, late_total: int = 0) -> None:
+        self._history = [late_total]  # the late count at each of the last SHED_WINDOW frames
+        self._calm = 0  # frames in a row with no new late one
+        self._stride = 1
+
+    def stride(self, late_total: int) -> int:
+        previous = self._history[-1]
+        self._history = (self._history + [late_total])[-SHED_WINDOW - 1:]
+        self._calm = 0 if late_total > previous else self._calm + 1
+        if self._stride == 1 and late_total - self._history[0] >= SHED_AFTER_LATE:
+            self._stride = 2
+        elif self._stride == 2 and self._calm >= RECOVER_AFTER:
+            self._stride, self._history = 1, [late_total]
+        return self._stride
 
 
 async def pace(clock: MediaClock, first: int, on_frame: Callable[[int, AVUnit], None], every: int = 1) -> None:

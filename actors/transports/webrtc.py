@@ -22,7 +22,7 @@ from actors.clock import MediaClock
 from actors.errors import BadRequest, SessionConflict
 from actors.offer_checks import check_offer
 from actors.transports.base import SessionPort
-from actors.transports.pacing import MAX_LATE_FRAMES
+from actors.transports.pacing import MAX_LATE_FRAMES, VideoShedder
 from serve_app.engines.audio import StreamResampler
 from serve_app.engines.media import FRAME_S, OUTPUT_PER_FRAME, OUTPUT_RATE, SPEECH_RATE
 from serve_app.events import Event
@@ -197,6 +197,9 @@ class _ClockedTrack(MediaStreamTrack):
     def _first_index(self) -> int:
         raise NotImplementedError
 
+    def _count(self, late: bool, skipped: int) -> None:
+        """Note a packet sent late (more than a frame past due) or packets skipped."""
+
     async def _wait_turn(self) -> int:
         if self.readyState != "live":
             raise MediaStreamError
@@ -206,26 +209,43 @@ class _ClockedTrack(MediaStreamTrack):
         delay = t0 + self._next * self.period_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+            self._count(False, 0)
         elif -delay > MAX_LATE_FRAMES * FRAME_S:
             caught_up = int((time.monotonic() - t0) / self.period_s)
-            self._clock.stats.skipped_frames += caught_up - self._next
+            self._count(True, caught_up - self._next)
             self._next = caught_up
-        elif -delay > FRAME_S:
-            self._clock.stats.late_frames += 1
+        else:
+            self._count(-delay > FRAME_S, 0)
         index = self._next
         self._next += 1
         return index
 
 
 class AvatarVideoTrack(_ClockedTrack):
+    """Video gives way first: when frames keep leaving late (the process is short of CPU),
+    every other frame is skipped (half the encoding work) until frames are on time again,
+    so the audio track, which shares this process, keeps its time."""
+
     kind = "video"
     period_s = FRAME_S
+
+    def __init__(self, clock: MediaClock) -> None:
+        super().__init__(clock)
+        self._shedder = VideoShedder(clock.stats.late_frames)
 
     def _first_index(self) -> int:
         return self._clock.current_index()
 
+    def _count(self, late: bool, skipped: int) -> None:
+        stats = self._clock.stats
+        stats.late_frames += late
+        stats.skipped_frames += skipped
+
     async def recv(self) -> VideoFrame:
         n = await self._wait_turn()
+        if self._shedder.stride(self._clock.stats.late_frames) > 1:
+            self._clock.stats.skipped_frames += 1
+            n = await self._wait_turn()
         unit = self._clock.unit(n)
         frame = VideoFrame.from_ndarray(unit.frame, format="rgb24")
         frame.pts = n * 3600
@@ -240,6 +260,9 @@ class AvatarAudioTrack(_ClockedTrack):
 
     def _first_index(self) -> int:
         return 2 * self._clock.current_index()
+
+    def _count(self, late: bool, skipped: int) -> None:
+        self._clock.stats.audio_skipped += skipped
 
     async def recv(self) -> AudioFrame:
         m = await self._wait_turn()

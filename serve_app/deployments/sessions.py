@@ -26,7 +26,7 @@ class SessionManager:
 
     def summary(self) -> dict:
         """Counts only: /api/health calls this, and it must stay cheap (no call per session)."""
-        return {"active": self.pool.count(), "warm": self.pool.warm_count()}
+        return {"active": self.pool.count(), "warm": self.pool.warm_count(), "admission": self.pool.admission()}
 
     async def sessions_using(self, avatar_id: str) -> int:
         return await self.pool.sessions_using(avatar_id)

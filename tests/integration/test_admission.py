@@ -109,3 +109,48 @@ async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
     finally:
         for session in made:
             await session.close()
+
+
+# --- admission by measured capacity ---------------------------------------------------------
+# strict.yaml with admission on and a CPU need no machine meets: the first session is let in
+# (nothing admitted to protect yet), the next is refused for the measured CPU.
+NEEDS_ALL_CPU = {"sessions": {
+    "admission": {"enabled": True, "min_free_cores": 10_000, "poll_s": 0.2},
+    "create_token_env": None, "max_sessions_per_client": None, "creations_per_min_per_client": None,
+}}
+
+
+@pytest.fixture(scope="module")
+async def busy_url(app_url):
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": NEEDS_ALL_CPU})
+    await asyncio.to_thread(run_app, app, "busy", "/busy", timeout_s=120)
+    yield f"{app_url}/busy"
+    await asyncio.to_thread(serve.delete, "busy")
+
+
+async def test_sessions_beyond_the_measured_capacity_get_503_until_one_ends(busy_url, http):
+    first = AvatarSession(busy_url)
+    await first.create()
+    try:
+        async def verdict() -> dict:
+            while True:
+                admission = (await http.get(f"{busy_url}/api/health")).json()["admission"]
+                if not admission["accepting"]:
+                    return admission
+                await asyncio.sleep(0.2)  # polling the server, not timing the test
+
+        admission = await asyncio.wait_for(verdict(), 20)
+        assert "CPU cores free" in admission["reason"] and admission["free_cores"] is not None
+        error = await refused(busy_url, None)
+        assert error.status == 503 and "at capacity" in error.detail and "CPU cores free" in error.detail
+        assert int(error.headers["Retry-After"]) >= 1
+    finally:
+        await first.close()
+    again = AvatarSession(busy_url)
+    await again.create()  # none admitted: the next one is let in
+    await again.close()
