@@ -22,7 +22,7 @@ def frames_counter() -> Counter:
     return Counter(
         "digital_human_video_frames",
         "Frames by kind: sent, speech, late (past their deadline), skipped (never sent), repeated "
-        "(lip-sync late: the previous frame again), audio_skipped (20 ms packets), underrun "
+        "(lip-sync late: the previous frame again), audio_late and audio_skipped (20 ms packets), underrun "
         "(silence mid-reply).",
         tag_keys=("kind",),
     )

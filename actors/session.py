@@ -210,7 +210,8 @@ class SessionActor:
             self._frame_counters.update(
                 {"sent": stats.video_frames, "speech": stats.speech_frames, "late": stats.late_frames,
                  "skipped": stats.skipped_frames, "repeated": stats.repeated_frames,
-                 "audio_skipped": stats.audio_skipped, "underrun": stats.underrun_frames}
+                 "audio_late": stats.audio_late, "audio_skipped": stats.audio_skipped,
+                 "underrun": stats.underrun_frames}
             )
             if self._webrtc is not None and self._webrtc.state == "connected":
                 self._last_activity = now  # flowing media keeps a session alive
@@ -341,6 +342,7 @@ class SessionActor:
             "late_frames": clock.late_frames if clock else 0,
             "skipped_frames": clock.skipped_frames if clock else 0,
             "repeated_frames": clock.repeated_frames if clock else 0,
+            "audio_late": clock.audio_late if clock else 0,
             "audio_skipped": clock.audio_skipped if clock else 0,
             "underrun_frames": clock.underrun_frames if clock else 0,
             "speculative_replies": dict(core.speculations) if core else {"started": 0, "confirmed": 0},

@@ -91,7 +91,7 @@ class AdmissionSettings(_Strict):
     poll_s: float = Field(1.0, gt=0)  # how often the pool asks its sessions
     max_missed_frames: int = Field(5, ge=0)
     max_loop_lag_ms: float = Field(150.0, gt=0)
-    min_free_cores: float = Field(0.4, ge=0)
+    min_free_cores: float = Field(0.5, ge=0)
 
 
 class SessionSettings(_Strict):

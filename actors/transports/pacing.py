@@ -14,18 +14,19 @@ from actors.clock import AVUnit, MediaClock
 from serve_app.engines.media import FRAME_S
 
 MAX_LATE_FRAMES = 5  # this far behind the clock, skip ahead instead of bursting
-SHED_AFTER_LATE = 5  # late video frames within SHED_WINDOW frames: start sending every other one
-SHED_WINDOW = 25
-RECOVER_AFTER = 50  # frames (sent at half rate) with none late: back to every frame
+SHED_AFTER_LATE = 3  # audio packets late within SHED_WINDOW: video sends every other frame
+SHED_WINDOW = 25  # video frames (1 s)
+RECOVER_AFTER = 50  # video frames (sent at half rate) with no audio packet late: every frame again
 
 
 class VideoShedder:
-    """Decides, frame by frame, whether a video reader sends every frame (stride 1) or every
-    other one (stride 2), from the running count of late frames it is given."""
+    """Audio first: decides, frame by frame, whether a video track sends every frame (stride
+    1) or every other one (stride 2, half the encoding work), from the running count of
+    audio packets that left late. Late video frames alone shed nothing: they still arrive."""
 
     def __init__(self, late_total: int = 0) -> None:
         self._history = [late_total]  # the late count at each of the last SHED_WINDOW frames
-        self._calm = 0  # frames in a row with no new late one
+        self._calm = 0  # frames in a row with no new late packet
         self._stride = 1
 
     def stride(self, late_total: int) -> int:

@@ -222,16 +222,16 @@ class _ClockedTrack(MediaStreamTrack):
 
 
 class AvatarVideoTrack(_ClockedTrack):
-    """Video gives way first: when frames keep leaving late (the process is short of CPU),
-    every other frame is skipped (half the encoding work) until frames are on time again,
-    so the audio track, which shares this process, keeps its time."""
+    """Video gives way first: when audio packets start leaving late (the process is short of
+    CPU), every other frame is skipped (half the encoding work) until the audio is on time
+    again; the audio track shares this process."""
 
     kind = "video"
     period_s = FRAME_S
 
     def __init__(self, clock: MediaClock) -> None:
         super().__init__(clock)
-        self._shedder = VideoShedder(clock.stats.late_frames)
+        self._shedder = VideoShedder(clock.stats.audio_late)
 
     def _first_index(self) -> int:
         return self._clock.current_index()
@@ -243,7 +243,7 @@ class AvatarVideoTrack(_ClockedTrack):
 
     async def recv(self) -> VideoFrame:
         n = await self._wait_turn()
-        if self._shedder.stride(self._clock.stats.late_frames) > 1:
+        if self._shedder.stride(self._clock.stats.audio_late) > 1:
             self._clock.stats.skipped_frames += 1
             n = await self._wait_turn()
         unit = self._clock.unit(n)
@@ -262,6 +262,7 @@ class AvatarAudioTrack(_ClockedTrack):
         return 2 * self._clock.current_index()
 
     def _count(self, late: bool, skipped: int) -> None:
+        self._clock.stats.audio_late += late
         self._clock.stats.audio_skipped += skipped
 
     async def recv(self) -> AudioFrame:

@@ -115,9 +115,9 @@ async def test_silence_mid_reply_is_an_underrun_and_a_pause_between_turns_is_not
     assert clock.stats.underrun_frames == 1
 
 
-def test_video_sheds_every_other_frame_while_late_and_recovers():
+def test_video_sheds_every_other_frame_while_audio_is_late_and_recovers():
     shedder = VideoShedder()
-    late = 0
+    late = 0  # audio packets sent late so far
     for _ in range(SHED_AFTER_LATE):
         late += 1
         stride = shedder.stride(late)
