@@ -96,7 +96,7 @@ class ClockStats:
     late_frames: int = 0  # video frames sent after their due time by more than one frame
     skipped_frames: int = 0  # video frames never sent: the track was far behind, or shed load
     repeated_frames: int = 0  # speech frames shown as the previous frame (lip-sync was late)
-    audio_late: int = 0  # 20 ms audio packets sent more than a frame past due (video then sheds)
+    audio_late: int = 0  # 20 ms audio packets sent over 80 ms past due (video then sheds)
     audio_skipped: int = 0  # 20 ms audio packets never sent: the audio track was far behind
     underrun_frames: int = 0  # silence mid-reply: its next speech unit was not there in time
 

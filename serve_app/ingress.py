@@ -14,8 +14,6 @@ import contextlib
 import mimetypes
 import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +28,8 @@ from actors.errors import CapacityError, SessionError, SessionNotFound
 from actors.session import actor_name
 from serve_app import limits, seed_api
 from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
+from serve_app.avatars.jobs import JobsBusy
+from serve_app.avatars.store import AvatarNotFound, AvatarStore
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 from serve_app.engines.audio import AudioDecodeError, decode_audio
 from serve_app.ice import ice_servers
@@ -49,6 +49,7 @@ app = FastAPI(
 app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
 app.add_middleware(LimitsMiddleware)
 UPLOAD_ROUTE = "POST /api/avatars"
+JOBS_RETRY_AFTER_S = 30  # avatar preparations queued to the limit: about one job's time
 INFERENCE_ROUTE = "POST /api/inference/start"  # may carry an audio file
 RENDER_ROUTE = "POST /api/renders"  # likewise
 MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries, beside the file
@@ -112,6 +113,7 @@ class Ingress:
         self._jobs = jobs
         self._renders = renders
         self._characters = load_characters(profile.characters_dir)
+        self._avatars = AvatarStore(profile.avatars_dir, profile.default_avatar)
         upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
         self._limits = RequestLimits(
             body_limits={**{route: int(kb * 1024) for route, kb in profile.limits.body_kb.items()},
@@ -172,8 +174,9 @@ class Ingress:
         }
 
     @app.get("/api/avatars")
-    async def avatars(self) -> dict:
-        avatars = await self._lipsync.avatars.remote()
+    def avatars(self) -> dict:
+        """Read from the manifests alone (serve_app/avatars/store.py): no frame is decoded."""
+        avatars = self._avatars.list()
         for avatar in avatars:
             avatar["thumbnail_url"] = f"/api/avatars/{avatar['id']}/thumbnail"
         return {"avatars": avatars, "default": self._profile.default_avatar,
@@ -181,9 +184,10 @@ class Ingress:
 
     @app.get("/api/avatars/{avatar_id}/thumbnail", response_class=FileResponse)
     def thumbnail(self, avatar_id: str) -> FileResponse:
-        path = self._profile.avatars_dir / avatar_id / "thumbnail.png"
-        if not SAFE_ID.fullmatch(avatar_id) or not path.is_file():
-            raise HTTPException(404, f"no thumbnail for avatar {avatar_id!r}")
+        try:
+            path = self._avatars.thumbnail(avatar_id)
+        except AvatarNotFound as exc:
+            raise HTTPException(404, exc.args[0]) from None
         return FileResponse(path, media_type="image/png")
 
     # --- avatar administration (admin token) -------------------------------------------
@@ -211,15 +215,23 @@ class Ingress:
             raise HTTPException(422, str(exc)) from None
         if (file is None) == (path is None):
             raise HTTPException(422, "send either a file or a server-side path, not both or neither")
-        try:
-            if path is not None:
-                source = self._allowed_source(path)
-                job = await self._jobs.start_path.remote(str(source), avatar_id, name)
-            else:
-                job = await self._jobs.start.remote(*await self._read_upload(file), avatar_id, name)
-        except AvatarExists as exc:  # checked where jobs are queued: no race between uploads
-            raise HTTPException(409, str(getattr(exc, "cause", None) or exc)) from None
+        if path is not None:
+            job = await self._queued(self._jobs.start_path.remote(str(self._allowed_source(path)), avatar_id, name))
+        else:
+            job = await self._queued(self._jobs.start.remote(*await self._read_upload(file), avatar_id, name))
         return {"job_id": job["id"], "avatar_id": avatar_id, "status_url": f"/api/avatars/jobs/{job['id']}"}
+
+    @staticmethod
+    async def _queued(response) -> dict:
+        """A job queued on AvatarJobs, whose checks (same id, queue full) run where jobs are
+        queued: no race between two uploads."""
+        try:
+            return await response
+        except AvatarExists as exc:
+            raise HTTPException(409, str(getattr(exc, "cause", None) or exc)) from None
+        except JobsBusy as exc:
+            raise HTTPException(429, str(getattr(exc, "cause", None) or exc),
+                                headers={"Retry-After": str(JOBS_RETRY_AFTER_S)}) from None
 
     async def _read_upload(self, file: UploadFile) -> tuple[bytes, str]:
         kind = (file.content_type or "").split("/")[0]
@@ -272,17 +284,15 @@ class Ingress:
     @app.delete("/api/avatars/{avatar_id}", status_code=204)
     async def delete_avatar(self, avatar_id: str, authorization: str | None = Header(None)) -> Response:
         self._require_admin(authorization)
-        if not SAFE_ID.fullmatch(avatar_id) or not (self._profile.avatars_dir / avatar_id).is_dir():
+        if not self._avatars.exists(avatar_id):
             raise HTTPException(404, f"no avatar {avatar_id!r}")
         if avatar_id == self._profile.default_avatar:
             raise HTTPException(409, f"{avatar_id!r} is the default avatar; it cannot be deleted")
         if in_use := await self._manager.sessions_using.remote(avatar_id):
             raise HTTPException(409, f"avatar {avatar_id!r} is in use by {in_use} session(s); end them or "
                                 "switch them to another avatar (PATCH /api/sessions/{id}) first")
-        # Rename first (atomic), then remove: a reader never sees half an avatar.
-        trash = self._profile.avatars_dir / f".trash-{avatar_id}-{uuid.uuid4().hex[:8]}"
-        (self._profile.avatars_dir / avatar_id).rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(AvatarNotFound):  # a racing delete got there first: gone either way
+            self._avatars.delete(avatar_id)
         return Response(status_code=204)
 
     @app.get("/api/characters")
@@ -397,11 +407,8 @@ class Ingress:
             avatar_id = validate_id(body.avatar_id)
         except AvatarError as exc:
             raise HTTPException(422, str(exc)) from None
-        source = self._allowed_source(body.video_path)
-        try:
-            job = await self._jobs.start_path.remote(str(source), avatar_id, None)
-        except AvatarExists as exc:
-            raise HTTPException(409, str(getattr(exc, "cause", None) or exc)) from None
+        job = await self._queued(self._jobs.start_path.remote(str(self._allowed_source(body.video_path)),
+                                                             avatar_id, None))
         done = await seed_api.wait_for_job(self._jobs, job["id"], self._profile.avatars.job_time_limit_s + 30)
         if done["state"] != "done":
             message = f"preparing {avatar_id!r} failed: {done.get('error') or done['state']}"
@@ -410,7 +417,7 @@ class Ingress:
 
     @app.get("/api/avatar/list")
     def seed_avatar_list(self) -> dict:
-        return {"avatars": seed_api.avatar_list(self._profile.avatars_dir)}
+        return {"avatars": seed_api.avatar_list(self._avatars)}
 
     @app.post("/api/inference/start", openapi_extra=seed_api.body_schema(seed_api.InferenceStart))
     async def seed_inference_start(self, request: Request, authorization: str | None = Header(None)):
@@ -440,7 +447,7 @@ class Ingress:
                                 token=created["token"])
 
     def _check_avatar(self, avatar_id: str) -> None:
-        if not SAFE_ID.fullmatch(avatar_id) or not (self._profile.avatars_dir / avatar_id / "manifest.json").is_file():
+        if not self._avatars.exists(avatar_id):
             raise HTTPException(404, f"unknown avatar {avatar_id!r}; see GET /api/avatar/list")
 
     async def _speech_input(self, text: str | None, audio_path: str | None, upload: bytes | None):

@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from serve_app.avatars.store import AvatarStore
 from serve_app.engines.media import FPS
 
 BOUNDARY = "frame"
@@ -57,15 +57,9 @@ def success(message: str, **fields: Any) -> dict:
     return {"status": "success", "message": message, **fields}
 
 
-def avatar_list(avatars_dir: Path) -> list[dict]:
-    """Prepared avatars from their manifests alone (no frame is decoded)."""
-    out = []
-    for manifest in sorted(avatars_dir.glob("*/manifest.json")):
-        if manifest.parent.name.startswith("."):
-            continue  # a preparation in progress, or one being deleted
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(manifest.stat().st_mtime))
-        out.append({"avatar_id": manifest.parent.name, "status": "ready", "created_at": created})
-    return out
+def avatar_list(store: AvatarStore) -> list[dict]:
+    """Prepared avatars in the seed's shape (from their manifests alone)."""
+    return [{"avatar_id": a["id"], "status": "ready", "created_at": a["created_at"]} for a in store.list()]
 
 
 async def wait_for_job(jobs: Any, job_id: str, limit_s: float) -> dict:

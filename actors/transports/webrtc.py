@@ -34,6 +34,8 @@ VIDEO_TIME_BASE = Fraction(1, 90_000)
 AUDIO_TIME_BASE = Fraction(1, OUTPUT_RATE)
 MIC_PREFETCH = 1  # audio packets aiortc holds back before handing one on (its default: 4)
 MAX_PENDING_EVENTS = 200  # events kept for a data channel that is not open yet
+# An audio packet this late is at risk (a client's jitter buffer absorbs less): video sheds.
+AUDIO_LATE_S = 2 * FRAME_S
 
 
 def shorten_jitter_buffer(receiver) -> bool:
@@ -197,8 +199,8 @@ class _ClockedTrack(MediaStreamTrack):
     def _first_index(self) -> int:
         raise NotImplementedError
 
-    def _count(self, late: bool, skipped: int) -> None:
-        """Note a packet sent late (more than a frame past due) or packets skipped."""
+    def _count(self, late_s: float, skipped: int) -> None:
+        """Note how late a packet was sent (0: on time), or how many were skipped."""
 
     async def _wait_turn(self) -> int:
         if self.readyState != "live":
@@ -209,13 +211,13 @@ class _ClockedTrack(MediaStreamTrack):
         delay = t0 + self._next * self.period_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-            self._count(False, 0)
+            self._count(0.0, 0)
         elif -delay > MAX_LATE_FRAMES * FRAME_S:
             caught_up = int((time.monotonic() - t0) / self.period_s)
-            self._count(True, caught_up - self._next)
+            self._count(-delay, caught_up - self._next)
             self._next = caught_up
         else:
-            self._count(-delay > FRAME_S, 0)
+            self._count(-delay, 0)
         index = self._next
         self._next += 1
         return index
@@ -236,9 +238,9 @@ class AvatarVideoTrack(_ClockedTrack):
     def _first_index(self) -> int:
         return self._clock.current_index()
 
-    def _count(self, late: bool, skipped: int) -> None:
+    def _count(self, late_s: float, skipped: int) -> None:
         stats = self._clock.stats
-        stats.late_frames += late
+        stats.late_frames += late_s > FRAME_S
         stats.skipped_frames += skipped
 
     async def recv(self) -> VideoFrame:
@@ -261,8 +263,8 @@ class AvatarAudioTrack(_ClockedTrack):
     def _first_index(self) -> int:
         return 2 * self._clock.current_index()
 
-    def _count(self, late: bool, skipped: int) -> None:
-        self._clock.stats.audio_late += late
+    def _count(self, late_s: float, skipped: int) -> None:
+        self._clock.stats.audio_late += late_s > AUDIO_LATE_S
         self._clock.stats.audio_skipped += skipped
 
     async def recv(self) -> AudioFrame:

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        from serve_app.engines.lipsync.viseme_engine import VisemeLipSyncEngine
+        from serve_app.avatars.store import AvatarStore
 
-        for a in VisemeLipSyncEngine(args.avatars_dir).list_avatars():
+        for a in AvatarStore(args.avatars_dir).list():
             print(f"{a['id']:<24} {a['kind']:<7} {a['size'][0]}x{a['size'][1]}  {a['name']}")
         return 0
     encoder = None

@@ -15,8 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from serve_app.avatars.prepare import AvatarExists, Encoder, prepare_avatar
+from serve_app.avatars.store import AvatarStore
 
 MAX_JOBS_KEPT = 50  # finished jobs remembered for GET /api/avatars/jobs/{id}
+MAX_QUEUED = 8  # jobs waiting or running; each queued upload holds its file on disk
+STALE_AFTER_S = 3600.0  # temporary folders older than this are a crashed job's (no time limit set)
+
+
+class JobsBusy(Exception):
+    """Too many preparations queued: 429, try again when some are done."""
 
 
 @dataclass
@@ -53,7 +60,10 @@ def latent_encoder(backend: str, options: dict) -> Encoder | None:
 
 class AvatarJobs:
     def __init__(self, avatars_dir: Path, encoder: Encoder | None = None, time_limit_s: float | None = None) -> None:
+        """Sweeps what crashed jobs left first: no job of this replica runs yet, and one of
+        another replica or app sharing the folder is younger than its time limit."""
         self.avatars_dir = Path(avatars_dir)
+        AvatarStore(self.avatars_dir).sweep(older_than_s=2 * time_limit_s if time_limit_s else STALE_AFTER_S)
         self._time_limit_s = time_limit_s  # per job, from its start
         self._encoder = encoder  # the neural engine's reference latents, when one is configured
         self._jobs: dict[str, Job] = {}
@@ -64,7 +74,8 @@ class AvatarJobs:
     def start(self, data: bytes, filename: str, avatar_id: str, name: str | None) -> Job:
         """Queue a preparation of an uploaded image or video (kept in a temp dir until done)."""
         self._check_free(avatar_id)
-        upload_dir = Path(tempfile.mkdtemp(prefix="avatar-upload-"))
+        # In the avatars folder (one file system, swept at start if a crash leaves it).
+        upload_dir = Path(tempfile.mkdtemp(prefix=".tmp-upload-", dir=self.avatars_dir))
         source = upload_dir / ("source" + Path(filename).suffix.lower()[:8])
         source.write_bytes(data)
         return self._enqueue(source, avatar_id, name, owned=True)
@@ -98,7 +109,10 @@ class AvatarJobs:
     def _check_free(self, avatar_id: str) -> None:
         """Checked here, where jobs are queued (one replica, no await in between), so two
         uploads racing with one id get one job and one AvatarExists, never two jobs."""
-        busy = any(j.avatar_id == avatar_id and j.state in ("queued", "running") for j in self._jobs.values())
+        pending = [j for j in self._jobs.values() if j.state in ("queued", "running")]
+        if len(pending) >= MAX_QUEUED:
+            raise JobsBusy(f"{len(pending)} avatar preparations are queued, the most allowed; retry when one is done")
+        busy = any(j.avatar_id == avatar_id for j in pending)
         if busy or (self.avatars_dir / avatar_id).exists():
             raise AvatarExists(f"avatar {avatar_id!r} already exists; delete it first or pick another id")
 

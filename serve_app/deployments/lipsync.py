@@ -79,9 +79,6 @@ class LipSyncDeployment:
         """Frames of audio the engine needs before a chunk and after its last frame."""
         return self.engine.context_frames, self.engine.lookahead_frames
 
-    def avatars(self) -> list[dict]:
-        return self.engine.list_avatars()
-
     def cache(self) -> dict:
         """What this replica holds: avatar id -> approximate bytes, the bound, and batching."""
         return {

@@ -18,6 +18,7 @@ import pytest
 from skimage import data
 
 from serve_app.avatars import AvatarCancelled, AvatarError, AvatarExists, prepare_avatar
+from serve_app.avatars.store import AvatarStore
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, VISEMES, LipSyncChunk
 from serve_app.engines.lipsync.face import FaceAvatar
 from serve_app.engines.lipsync.viseme_engine import VisemeLipSyncEngine
@@ -202,9 +203,9 @@ def test_engine_renders_and_lists_face_avatars(work, photo_avatar):
     assert isinstance(avatar, FaceAvatar) and frames.shape == (5, 512, 512, 3)
     for k, v in enumerate(visemes):
         assert np.array_equal(frames[k], avatar.frame(10 + k, v))
-    listed = {a["id"]: a for a in engine.list_avatars()}
-    assert listed["astro"] == {"id": "astro", "name": "Astronaut", "kind": "photo",
-                               "size": [512, 512], "has_thumbnail": True}
+    listed = AvatarStore(work / "avatars").get("astro")
+    assert {k: listed[k] for k in ("id", "name", "kind", "size", "has_thumbnail")} == {
+        "id": "astro", "name": "Astronaut", "kind": "photo", "size": [512, 512], "has_thumbnail": True}
 
 
 def test_engine_rejects_an_unknown_kind(tmp_path, photo_avatar):

@@ -3,7 +3,6 @@ paste a drawn mouth; photo and video avatars warp the real one."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 from collections import OrderedDict
@@ -14,8 +13,6 @@ import numpy as np
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.face import FaceAvatar
 from serve_app.engines.lipsync.sprite import MANIFEST, SpriteAvatar
-
-log = logging.getLogger(__name__)
 
 AVATAR_ID = re.compile(r"[A-Za-z0-9_-]+")
 AVATAR_KINDS = {"sprite": SpriteAvatar, "photo": FaceAvatar, "video": FaceAvatar}
@@ -76,21 +73,6 @@ class VisemeLipSyncEngine:
             while len(self._avatars) > self.max_cached:
                 self._avatars.popitem(last=False)
         return avatar
-
-    def list_avatars(self) -> list[dict]:
-        """The avatars this engine can render; folders whose manifest is broken are skipped
-        with a warning."""
-        found = []
-        for avatar_id in self._candidates():
-            try:
-                a = self.avatar(avatar_id)
-            except ValueError as e:
-                log.warning("skipping avatar %r: %s", avatar_id, e)
-                continue
-            kind = getattr(a, "kind", "sprite")
-            found.append({"id": a.id, "name": a.name, "kind": kind, "size": list(a.size),
-                          "has_thumbnail": a.thumbnail_path is not None})
-        return found
 
     def frame_size(self, avatar_id: str) -> tuple[int, int]:
         return self.avatar(avatar_id).size

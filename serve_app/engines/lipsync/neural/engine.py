@@ -40,9 +40,6 @@ class NeuralLipSyncEngine:
         self.prepare_avatar(neural)
         return neural
 
-    def list_avatars(self) -> list[dict]:
-        return self._viseme.list_avatars()
-
     def frame_size(self, avatar_id: str) -> tuple[int, int]:
         return self._viseme.frame_size(avatar_id)
 
