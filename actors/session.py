@@ -380,6 +380,10 @@ class SessionActor:
         except BadMessage as exc:
             self._refuse(f"bad control message: {exc}")
             return
+        if isinstance(command, Ping):  # only the data channel's sender wants the answer
+            if self._webrtc is not None:
+                self._webrtc.send_event(ServerPong())
+            return
         await self._command(command)
 
     def _refuse(self, message: str) -> None:

@@ -151,6 +151,7 @@ async def soak(url: str, args, meter: CpuMeter) -> dict:
     minutes = []
     for minute in range(int(args.soak // 60)):
         m = await measure(runners, 60, meter, actors, origin)
+        m["memory_mb"] = [getattr(await actor_call(i, "load"), "rss_mb", None) for i in ids]
         minutes.append(m)
         t = m["server_totals"]
         print(f"minute {minute + 1}: fps min {m['fps_min']} | max frame gap "
@@ -158,9 +159,9 @@ async def soak(url: str, args, meter: CpuMeter) -> dict:
               f"{max(s['audio_gap_ms_max'] or 0 for s in m['sessions'])} ms | late {t['late_frames']} skipped "
               f"{t['skipped_frames']} repeated {t['repeated_frames']} audio skipped {t['audio_skipped']} underrun "
               f"{t['underrun_frames']} | say->speech p50 {m['say_to_speech_ms_p50']} | machine "
-              f"{m['cpu']['machine_cores']:.2f} steal {m['cpu']['steal_cores']:.2f} | load {m['load'][0]:.2f}",
-              flush=True)
-    memory_end = [getattr(await actor_call(i, "load"), "rss_mb", None) for i in ids]
+              f"{m['cpu']['machine_cores']:.2f} steal {m['cpu']['steal_cores']:.2f} | load {m['load'][0]:.2f} | "
+              f"actors MiB {m['memory_mb']}", flush=True)
+    memory_end = minutes[-1]["memory_mb"] if minutes else memory_start
     stop.set()
     await asyncio.gather(*talkers, return_exceptions=True)
     # Teardown: half DELETE, half just hang up (the server must notice the peer is gone).

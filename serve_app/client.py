@@ -23,6 +23,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from serve_app.events import CHANNEL_LOST_S, CHANNEL_PING_S
+
 MIC_RATE = 48_000
 MIC_PACKET = 960  # 20 ms
 
@@ -136,6 +138,8 @@ class AvatarSession:
         self.token: str | None = None
         self.pc: RTCPeerConnection | None = None
         self.received = Received()
+        self.lost = False  # the server stopped answering pings: the session is gone
+        self._last_pong = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         self._event_waiters: list[tuple[Callable[[dict], bool], asyncio.Future]] = []
         self._arrivals = asyncio.Condition()  # notified on every received frame and event
@@ -209,6 +213,7 @@ class AvatarSession:
             pc.addTransceiver("audio", direction="recvonly")
         channel = self.channel = pc.createDataChannel("events")
         channel.on("message", self._on_event)
+        channel.on("open", lambda: self._tasks.append(asyncio.ensure_future(self._heartbeat())))
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
         answer = (
@@ -228,8 +233,24 @@ class AvatarSession:
         await self.wait_event(lambda e: e["type"] == "ready", timeout)
         return self
 
+    async def _heartbeat(self) -> None:
+        """Ping on the data channel; no pong for CHANNEL_LOST_S: the session is gone (its
+        actor died), so the peer is closed and `lost` set, long before ICE would notice."""
+        self._last_pong = time.monotonic()
+        while self.pc is not None and self.pc.connectionState != "closed":
+            with contextlib.suppress(Exception):  # a channel closing under us: caught below
+                self.channel.send(json.dumps({"type": "ping"}))
+            await asyncio.sleep(CHANNEL_PING_S)
+            if time.monotonic() - self._last_pong > CHANNEL_LOST_S:
+                self.lost = True
+                await self.pc.close()
+                return
+
     def _on_event(self, message: str) -> None:
         event = json.loads(message)
+        if event.get("type") == "pong":
+            self._last_pong = time.monotonic()
+            return
         event["received_at"] = time.monotonic()
         self.received.events.append(event)
         for predicate, future in list(self._event_waiters):

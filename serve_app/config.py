@@ -115,6 +115,9 @@ class SessionSettings(_Strict):
     create_token_env: str | None = None
     max_sessions_per_client: int | None = Field(None, ge=1)
     creations_per_min_per_client: float | None = Field(None, gt=0)
+    # Reverse proxies (CIDRs) whose X-Forwarded-For names the client (serve_app/forwarded.py);
+    # empty: the direct peer's address is the client's.
+    trusted_proxies: list[str] = Field(default_factory=list)
     max_text_chars: int = Field(2000, ge=1)
     # Speech frames produced ahead of the clock (40 ms each): bounds latency and memory.
     max_frames_ahead: int = Field(12, ge=2)
@@ -143,16 +146,16 @@ class SessionSettings(_Strict):
     max_audio_s: float = Field(300.0, gt=0)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
 
-    @field_validator("candidate_networks")
+    @field_validator("candidate_networks", "trusted_proxies")
     @classmethod
-    def _networks(cls, networks: list[str]) -> list[str]:
+    def _networks(cls, networks: list[str], info) -> list[str]:
         import ipaddress
 
         for network in networks:
             try:
                 ipaddress.ip_network(network)
             except ValueError as exc:
-                raise ValueError(f"candidate_networks: {exc}") from None
+                raise ValueError(f"{info.field_name}: {exc}") from None
         return networks
 
 

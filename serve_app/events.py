@@ -139,7 +139,23 @@ class PushToTalk(Command):
     down: bool
 
 
-ControlMessage = Annotated[Union[SetMicMode, PushToTalk], Field(discriminator="type")]
+class Ping(Command):
+    """A liveness check (data channel or WebSocket): the server answers with a `pong`."""
+
+    type: Literal["ping"]
+
+
+class Pong(Command):
+    type: Literal["pong"]
+
+
+# The data channel's liveness: a client pings this often and takes the session as gone (its
+# actor died, its node was lost) when no pong came for CHANNEL_LOST_S. Without it a peer
+# only notices by ICE consent failure, about 30 s.
+CHANNEL_PING_S = 2.0
+CHANNEL_LOST_S = 10.0
+
+ControlMessage = Annotated[Union[SetMicMode, PushToTalk, Ping], Field(discriminator="type")]
 _control = TypeAdapter(ControlMessage)
 
 
@@ -188,14 +204,6 @@ class Ack(Command):
 
     type: Literal["ack"]
     frame: int = Field(..., ge=0)
-
-
-class Ping(Command):
-    type: Literal["ping"]
-
-
-class Pong(Command):
-    type: Literal["pong"]
 
 
 SocketMessage = Annotated[

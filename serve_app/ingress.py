@@ -29,6 +29,7 @@ from actors.session import actor_name
 from serve_app import limits, seed_api
 from serve_app.avatars.prepare import AVATAR_ID, AvatarError, AvatarExists, validate_id
 from serve_app.avatars.jobs import JobsBusy
+from serve_app.forwarded import client_address, networks
 from serve_app.avatars.store import AvatarNotFound, AvatarStore
 from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE, Profile, load_characters
 from serve_app.engines.audio import AudioDecodeError, decode_audio
@@ -114,6 +115,7 @@ class Ingress:
         self._renders = renders
         self._characters = load_characters(profile.characters_dir)
         self._avatars = AvatarStore(profile.avatars_dir, profile.default_avatar)
+        self._trusted_proxies = networks(profile.sessions.trusted_proxies)
         upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
         self._limits = RequestLimits(
             body_limits={**{route: int(kb * 1024) for route, kb in profile.limits.body_kb.items()},
@@ -123,6 +125,11 @@ class Ingress:
             admin_token_env=profile.avatars.admin_token_env,
         )
         limits.install(self._limits)
+
+    def _client_address(self, request: Request) -> str | None:
+        """The client's address for quotas (serve_app/forwarded.py: proxies the profile trusts)."""
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.get("x-forwarded-for"), self._trusted_proxies)
 
     def _session(self, session_id: str):
         if not SESSION_ID.match(session_id):
@@ -318,7 +325,7 @@ class Ingress:
         for kind, value in (("avatar", body.avatar), ("character", body.character)):
             if value is not None and not SAFE_ID.fullmatch(value):
                 raise HTTPException(422, f"{kind} id must be 1-64 letters, digits, '-' or '_'")
-        client = request.client.host if request.client else None
+        client = self._client_address(request)
         created = await self._manager.create.remote(body.avatar, body.character, client)
         # Browsers need the TURN credential too: from the environment (never the YAML), and
         # with auth_secret_env one of their own that expires.
@@ -430,7 +437,7 @@ class Ingress:
             raise HTTPException(422, "fps must be 25, 5 or 1 (a divisor of the session's 25 fps clock)")
         pcm = await self._speech_input(body.text, body.audio_path, upload)
         self._check_create_key(authorization)
-        client = request.client.host if request.client else None
+        client = self._client_address(request)
         created = await self._manager.create.remote(body.avatar_id, body.character, client, stream=True)
         session = self._session(created["session_id"])
         try:

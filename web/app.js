@@ -26,6 +26,10 @@
     iceGatherTimeoutMs: 2000,    // server has no trickle ICE: wait for gathering, at most this
     connectTimeoutMs: 20000,     // from offer answered to ICE connected
     disconnectGraceMs: 5000,     // 'disconnected' may recover; give up after this
+    // Data-channel liveness (serve_app/events.py CHANNEL_PING_S / CHANNEL_LOST_S): no pong
+    // this long means the session is gone server-side; ICE alone would take ~30 s to notice.
+    channelPingMs: 2000,
+    channelLostMs: 10000,
     statsIntervalMs: 1000,
     maxLogEntries: 500,
     // Send the microphone (audio transceiver sendrecv) when the browser grants it; ?mic=0
@@ -1107,6 +1111,15 @@
       log('Events channel open');
       // Tell the server how this user talks (it defaults to hands-free).
       if (dh.micEnabled) sendControl(sess, { type: 'mic_mode', mode: dh.micMode });
+      sess.lastPong = performance.now();
+      sess.pingTimer = setInterval(() => {
+        if (sess !== session) return;
+        if (performance.now() - sess.lastPong > CONFIG.channelLostMs) {
+          fail('Connection lost (the server stopped answering)');
+          return;
+        }
+        sendControl(sess, { type: 'ping' });
+      }, CONFIG.channelPingMs);
     };
     dc.onclose = () => {
       if (sess !== session) return;
@@ -1334,6 +1347,10 @@
     }
     if (!ev || typeof ev !== 'object') {
       log(`Event: ${JSON.stringify(ev)}`, 'event');
+      return;
+    }
+    if (ev.type === 'pong') {  // the data channel's liveness answer, not an event
+      sess.lastPong = performance.now();
       return;
     }
     dh.events.push(ev);
@@ -1616,6 +1633,7 @@
   }
 
   function closeLocal(sess) {
+    clearInterval(sess.pingTimer);
     clearTimeout(sess.connectTimer);
     clearTimeout(sess.disconnectTimer);
     stopStats(sess);

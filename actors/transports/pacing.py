@@ -16,7 +16,7 @@ from serve_app.engines.media import FRAME_S
 MAX_LATE_FRAMES = 5  # this far behind the clock, skip ahead instead of bursting
 SHED_AFTER_LATE = 3  # audio packets late within SHED_WINDOW: video sends every other frame
 SHED_WINDOW = 25  # video frames (1 s)
-RECOVER_AFTER = 50  # video frames (sent at half rate) with no audio packet late: every frame again
+RECOVER_AFTER = 25  # video frames (2 s at half rate) with no audio packet late: every frame again
 
 
 class VideoShedder:

@@ -1,14 +1,19 @@
 """Faults on the real cluster: a model replica killed mid-turn costs at most that turn (the
 client gets a clean error event and the turn ends; the next turn speaks once Serve has
-replaced the replica); a killed session actor is forgotten. A bystander streams through all."""
+replaced the replica); a killed session actor is forgotten, and its client's peer closes.
+A bystander streams through all."""
 from __future__ import annotations
 
 import asyncio
+import wave
+from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 
-from serve_app.client import AvatarSession
+from serve_app.client import AvatarSession, MicTrack
+from serve_app.events import CHANNEL_LOST_S
 from tests.integration.support import assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.integration
@@ -69,6 +74,48 @@ async def test_replica_killed_mid_turn_costs_at_most_that_turn(app_url, bystande
         await session.close()
 
 
+def weather_question() -> np.ndarray:
+    """A real voice asking "What is the weather like today?": PCM16 mono 16 kHz."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "weather_question.wav"
+    with wave.open(str(path)) as clip:
+        return np.frombuffer(clip.readframes(clip.getnframes()), dtype=np.int16)
+
+
+async def test_asr_replica_killed_while_the_user_speaks_costs_at_most_that_turn(app_url, bystander):
+    """The ASR replica dies while the user is asking: that question may be lost (an error
+    naming the ASR, an apology), the session lives on, and a question asked once Serve has
+    replaced the replica is heard."""
+    mic = MicTrack()
+    session = await AvatarSession(app_url, mic=mic).start()
+    question = weather_question()
+    try:
+        await session.interrupt()  # no greeting in the way
+        mic.play(question, sample_rate=16_000)
+        listening = await session.wait_event(lambda e: e["type"] == "state" and e["state"] == "listening", 30)
+        await asyncio.to_thread(kill_replica, "ASR")
+        end = await session.wait_event(lambda e: e["type"] == "turn_end"
+                                       and e["received_at"] >= listening["received_at"], timeout=60)
+        for error in [e for e in session.received.events if e["type"] == "error"]:
+            assert error["stage"] == "asr" and error["turn_id"] == end["turn_id"], error
+            assert not any(word in error["message"] for word in RAY_INSIDES), error
+        loop = asyncio.get_running_loop()
+        end_by = loop.time() + 120
+        while True:  # ask again until the replaced replica hears it
+            asked_at = loop.time()
+            await mic.drained()
+            mic.play(question, sample_rate=16_000)
+            heard = await session.wait_event(
+                lambda e: e["received_at"] >= asked_at and (
+                    e["type"] == "user_transcript" or (e["type"] == "error" and e["stage"] == "asr")), timeout=60)
+            if heard["type"] == "user_transcript":
+                assert "weather" in heard["text"].lower(), heard
+                break
+            assert loop.time() < end_by, "no question was heard after the ASR replica was replaced"
+        assert (await session.info())["connection"] == "connected"  # the same session lived on
+    finally:
+        await session.close()
+
+
 async def test_a_killed_session_actor_is_forgotten(app_url, http, bystander):
     session = await AvatarSession(app_url).start()
     try:
@@ -84,6 +131,14 @@ async def test_a_killed_session_actor_is_forgotten(app_url, http, bystander):
         response = await http.get(f"/api/sessions/{session.session_id}",
                                   headers={"Authorization": f"Bearer {session.token}"})
         assert response.status_code == 404
+
+        async def peer_closed() -> None:  # the client's data-channel pings went unanswered
+            while session.pc.connectionState != "closed":
+                await asyncio.sleep(0.2)
+
+        # ICE consent alone would take ~30 s: the heartbeat closes the peer within ~CHANNEL_LOST_S.
+        await asyncio.wait_for(peer_closed(), CHANNEL_LOST_S + 10)
+        assert session.lost
     finally:
         await session.close()
 

@@ -134,3 +134,37 @@ def test_registry(tmp_path):
         create_tts_engine("nope")
     with pytest.raises(FileNotFoundError, match="absent.onnx"):  # options reach PiperTTS
         create_tts_engine("piper", model=str(tmp_path / "absent.onnx"))
+
+
+@pytest.mark.asyncio
+async def test_a_flood_of_cancelled_streams_never_piles_up_threads():
+    """A `say` flood: each request's stream is cancelled by the next. At most `concurrency`
+    synthesis threads are ever alive; streams cancelled while waiting never start one."""
+    tts = PiperTTS(concurrency=2)
+    most = 0
+    sampling = True
+
+    async def sample():
+        nonlocal most
+        while sampling:
+            most = max(most, len(_piper_threads()))
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    tasks = []
+    for _ in range(20):
+        if tasks:
+            tasks[-1].cancel()
+        tasks.append(asyncio.create_task(_collect(tts.stream(LONG_TEXT))))
+        await asyncio.sleep(0.01)
+    tasks[-1].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    started = time.perf_counter()
+    while _piper_threads() and time.perf_counter() - started < 10:
+        await asyncio.sleep(0.01)
+    sampling = False
+    await sampler
+    assert 1 <= most <= 2, most
+    assert not _piper_threads()
+    chunks = await _collect(tts.stream("Still speaking."))  # every slot came back
+    assert len(chunks) == 1

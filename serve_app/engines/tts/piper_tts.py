@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from ..threaded import iterate_in_thread
+from ..threaded import Slots, iterate_in_thread
 from .base import AudioChunk, PhonemeSpan
 
 _INSTALL = "pip install -e '.[piper]'"
@@ -63,10 +63,13 @@ class PiperTTS:
         voice_name: str = "joe",
         length_scale: float | None = None,
         threads: int | None = None,
+        concurrency: int = 2,
     ) -> None:
         """`threads`: onnxruntime threads per synthesis (None: all cores). Alone, 2 threads
         synthesize a sentence in ~85 ms on 2 cores, 1 in ~150; with the other core busy, 2 take
-        ~190 and 1 ~145 (in the voice benchmark both gave the same reply latency)."""
+        ~190 and 1 ~145 (in the voice benchmark both gave the same reply latency).
+        `concurrency`: syntheses at once; more streams wait their turn, so a flood of
+        requests (each cancelled by the next) never piles up synthesis threads."""
         try:
             import onnx  # noqa: F401  (Piper needs it to expose phoneme timings)
             import piper  # noqa: F401
@@ -79,6 +82,7 @@ class PiperTTS:
         for _ in self._voice.synthesize("Hi.", include_alignments=True):
             pass
         self._length_scale = length_scale
+        self._slots = Slots(concurrency)
         self._speakers: dict[str, int] = dict(self._voice.config.speaker_id_map)
         self.voice_name = voice_name
         self.sample_rate: int = self._voice.config.sample_rate
@@ -97,7 +101,7 @@ class PiperTTS:
         if not text.strip():
             return
         async for chunk in iterate_in_thread(
-            lambda emit, stop: self._synthesize(text, syn_config, emit, stop), "piper-tts"
+            lambda emit, stop: self._synthesize(text, syn_config, emit, stop), "piper-tts", self._slots
         ):
             yield chunk
 
@@ -116,6 +120,8 @@ class PiperTTS:
         self, text: str, syn_config: Any, emit: Callable[[AudioChunk], None], stop: threading.Event
     ) -> None:
         """Worker thread: synthesize sentence by sentence, handing each to the consumer."""
+        if stop.is_set():
+            return  # cancelled while it waited for a slot
         n_sentences = sum(1 for s in self._voice.phonemize(text) if s)
         texts = iter(_sentence_texts(text, n_sentences))
         for piper_chunk in self._voice.synthesize(text, syn_config=syn_config, include_alignments=True):
