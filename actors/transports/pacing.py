@@ -14,8 +14,11 @@ from actors.clock import AVUnit, MediaClock
 from serve_app.engines.media import FRAME_S
 
 MAX_LATE_FRAMES = 5  # this far behind the clock, skip ahead instead of bursting
-SHED_AFTER_LATE = 3  # audio packets late within SHED_WINDOW: video sends every other frame
-SHED_WINDOW = 25  # video frames (1 s)
+# Audio packets sent over 80 ms late within SHED_WINDOW video frames (2 s, 100 packets) that
+# make the video send every other frame: a sustained shortage, not one stall (a 200 ms stall
+# makes ~10 late packets at once and is over by the time it is counted).
+SHED_AFTER_LATE = 15
+SHED_WINDOW = 50
 RECOVER_AFTER = 25  # video frames (2 s at half rate) with no audio packet late: every frame again
 
 

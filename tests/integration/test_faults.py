@@ -146,3 +146,50 @@ async def test_a_killed_session_actor_is_forgotten(app_url, http, bystander):
 async def test_bystander_streamed_through_the_faults(bystander):
     await assert_still_streams_and_speaks(bystander, "Still here after the faults.")
     assert not [e for e in bystander.received.events if e["type"] == "error"]
+
+
+# --- a stage that hangs --------------------------------------------------------------------
+# strict.yaml's app with its LLM pointed at a server that accepts connections and never
+# answers; the LLM client would wait 60 s, the stage's deadline (llm.timeout_s) is 2 s.
+async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # reads the request, answers nothing, until the client gives up
+
+
+@pytest.fixture(scope="module")
+async def hanging_url(app_url):
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    server = await asyncio.start_server(_hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    overrides = {
+        "sessions": {"create_token_env": None, "max_sessions_per_client": None,
+                     "creations_per_min_per_client": None},
+        "llm": {"timeout_s": 2, "options": {"base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 60}},
+    }
+    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": overrides})
+    await asyncio.to_thread(run_app, app, "hanging", "/hanging", timeout_s=120)
+    yield f"{app_url}/hanging"
+    await asyncio.to_thread(serve.delete, "hanging")
+    server.close()
+
+
+async def test_a_hung_stage_ends_the_turn_within_its_timeout_and_the_session_lives_on(hanging_url):
+    session = await AvatarSession(hanging_url).start()
+    try:
+        await session.interrupt()  # no greeting in the way
+        turn_id = await session.ask("Are you there?")
+        error = await session.wait_event(lambda e: e["type"] == "error" and e.get("turn_id") == turn_id, 30)
+        assert error["stage"] == "llm" and "within 2 s" in error["message"], error
+        assert not any(word in error["message"] for word in RAY_INSIDES), error
+        end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, 30)
+        await session.wait_event(lambda e: e["type"] == "state" and e["state"] == "idle"
+                                 and e["received_at"] >= end["received_at"], timeout=10)
+        # The character's apology was spoken in that turn; the session speaks on.
+        assert any(e["type"] == "state" and e["state"] == "speaking" and e.get("turn_id") == turn_id
+                   for e in session.received.events)
+        await speaks_again(session, "Still here.")
+    finally:
+        await session.close()
