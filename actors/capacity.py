@@ -23,9 +23,7 @@ class SessionLoad:
     """What one session actor saw over the last window."""
 
     missed_frames: int  # late, skipped or repeated video frames, skipped audio packets
-    underrun_frames: int  # silence mid-reply (its speech was not ready in time)
     loop_lag_ms: float  # the most the actor's event loop woke up late
-    speaking: bool
     rss_mb: float  # the actor process's resident memory
 
 
@@ -34,25 +32,20 @@ class LoadWindow:
 
     def __init__(self, window_s: float) -> None:
         self._window_s = window_s
-        self._samples: deque[tuple[float, int, int, float]] = deque()  # (t, missed, underrun, lag)
+        self._samples: deque[tuple[float, int, float]] = deque()  # (t, missed, lag)
 
     def sample(self, stats: ClockStats, loop_lag_ms: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self._samples.append((now, stats.missed(), stats.underrun_frames, loop_lag_ms))
+        self._samples.append((now, stats.missed(), loop_lag_ms))
         while self._samples and self._samples[0][0] < now - self._window_s:
             self._samples.popleft()
 
-    def summary(self, speaking: bool) -> SessionLoad:
+    def summary(self) -> SessionLoad:
         if not self._samples:
-            return SessionLoad(0, 0, 0.0, speaking, rss_mb())
+            return SessionLoad(0, 0.0, rss_mb())
         first, last = self._samples[0], self._samples[-1]
-        return SessionLoad(
-            missed_frames=last[1] - first[1],
-            underrun_frames=last[2] - first[2],
-            loop_lag_ms=round(max(s[3] for s in self._samples), 1),
-            speaking=speaking,
-            rss_mb=rss_mb(),
-        )
+        return SessionLoad(missed_frames=last[1] - first[1], loop_lag_ms=round(max(s[2] for s in self._samples), 1),
+                           rss_mb=rss_mb())
 
 
 def rss_mb() -> float:

@@ -325,7 +325,7 @@ class SessionActor:
 
     async def load(self) -> SessionLoad:
         """The last window's deadline misses and memory (the pool's admission polls this)."""
-        return self._load.summary(speaking=self._core is not None and self._core.speaking)
+        return self._load.summary()
 
     def _info(self) -> dict:
         clock = self._clock.stats if self._clock else None

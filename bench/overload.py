@@ -136,14 +136,28 @@ async def ramp(url: str, args, meter: CpuMeter) -> dict:
             "say_to_speech_ms_p50_n1": baseline}
 
 
+async def admitted(url: str, index: int, patience_s: float = 120) -> Runner:
+    """A session opened as soon as admission lets it in (honouring Retry-After)."""
+    give_up = time.monotonic() + patience_s
+    while True:
+        runner = Runner(index, AvatarSession(url, keep_frames=False))
+        try:
+            await runner.open()
+            return runner
+        except ApiError as error:
+            await runner.client.close()
+            if error.status != 503 or time.monotonic() > give_up:
+                raise
+            print(f"session {index}: {error.detail}; retrying", flush=True)
+            await asyncio.sleep(int(error.headers.get("Retry-After", "5")))
+
+
 async def soak(url: str, args, meter: CpuMeter) -> dict:
     actors = ActorStats(meter.local_cluster)
     await wait_health(url, lambda h: h.get("warm_actors", 0) >= 1, 60)
     origin = time.monotonic()
     stop = asyncio.Event()
-    runners = [Runner(i, AvatarSession(url, keep_frames=False)) for i in range(args.sessions)]
-    for runner in runners:
-        await runner.open()
+    runners = [await admitted(url, i) for i in range(args.sessions)]
     talkers = [asyncio.ensure_future(x.talk(stop, origin)) for x in runners]
     await asyncio.sleep(5)
     ids = [x.client.session_id for x in runners]

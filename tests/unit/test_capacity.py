@@ -21,7 +21,7 @@ from serve_app.engines.tts.base import AudioChunk
 from tests.unit.stage_fakes import FakeHandle, FakeResponse
 
 SETTINGS = AdmissionSettings(max_missed_frames=5, max_loop_lag_ms=150, min_free_cores=0.4)
-CALM = SessionLoad(missed_frames=0, underrun_frames=0, loop_lag_ms=3.0, speaking=True, rss_mb=120)
+CALM = SessionLoad(missed_frames=0, loop_lag_ms=3.0, rss_mb=120)
 
 
 def idle(n: int) -> np.ndarray:
@@ -34,13 +34,13 @@ def test_calm_sessions_and_free_cpu_admit():
 
 
 def test_missed_deadlines_refuse_with_the_reason():
-    late = SessionLoad(12, 0, 20.0, True, 120)
+    late = SessionLoad(12, 20.0, 120)
     reason = overload_reason(SETTINGS, {"a": CALM, "b": late}, free_cores=1.5)
     assert reason and "missing frame deadlines" in reason and "12 frames" in reason
 
 
 def test_a_lagging_or_silent_session_refuses():
-    lagging = SessionLoad(0, 0, 400.0, True, 120)
+    lagging = SessionLoad(0, 400.0, 120)
     assert "falling behind" in overload_reason(SETTINGS, {"a": lagging}, free_cores=1.5)
     assert "did not report" in overload_reason(SETTINGS, {"a": None}, free_cores=1.5)
 
@@ -61,11 +61,11 @@ def test_load_window_counts_only_the_last_window():
     window.sample(stats, loop_lag_ms=2, now=0)
     stats.late_frames, stats.repeated_frames = 8, 2
     window.sample(stats, loop_lag_ms=300, now=5)
-    assert window.summary(speaking=True).missed_frames == 10
-    assert window.summary(speaking=True).loop_lag_ms == 300
+    assert window.summary().missed_frames == 10
+    assert window.summary().loop_lag_ms == 300
     window.sample(stats, loop_lag_ms=1, now=16)  # the misses and the lag were > 10 s ago
     window.sample(stats, loop_lag_ms=1, now=17)
-    summary = window.summary(speaking=False)
+    summary = window.summary()
     assert summary.missed_frames == 0 and summary.loop_lag_ms == 1 and summary.rss_mb > 10
 
 
@@ -138,7 +138,7 @@ async def test_a_starved_loop_costs_video_frames_and_is_reported():
         await video.recv()
     window.sample(clock.stats, loop_lag_ms=400)
     assert clock.stats.skipped_frames + clock.stats.late_frames >= 5
-    load = window.summary(speaking=False)
+    load = window.summary()
     assert load.missed_frames >= 5
     assert overload_reason(SETTINGS, {"s": load}, free_cores=2.0) is not None
 
