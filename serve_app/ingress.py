@@ -15,6 +15,7 @@ import mimetypes
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import ray
@@ -104,6 +105,28 @@ async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
     return JSONResponse({"detail": str(cause)}, status_code=cause.status, headers=headers)
 
 
+class SessionCalls:
+    """A session actor's methods, called as `await calls.<method>.remote(...)`. A session
+    that ends under a call (its actor killed between lookup and answer) is a 404, never a 500."""
+
+    def __init__(self, handle: Any, session_id: str) -> None:
+        self._handle = handle
+        self._id = session_id
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        remote, session_id = getattr(self._handle, method).remote, self._id
+
+        async def call(*args: Any) -> Any:
+            try:
+                return await remote(*args)
+            except ray.exceptions.RayActorError:
+                raise SessionNotFound(f"session {session_id} not found (it has ended)") from None
+
+        return SimpleNamespace(remote=call)
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -131,11 +154,11 @@ class Ingress:
         peer = request.client.host if request.client else None
         return client_address(peer, request.headers.get("x-forwarded-for"), self._trusted_proxies)
 
-    def _session(self, session_id: str):
+    def _session(self, session_id: str) -> "SessionCalls":
         if not SESSION_ID.match(session_id):
             raise SessionNotFound(f"session {session_id} not found")
         try:
-            return ray.get_actor(actor_name(session_id), namespace=SESSION_NAMESPACE)
+            return SessionCalls(ray.get_actor(actor_name(session_id), namespace=SESSION_NAMESPACE), session_id)
         except ValueError:
             raise SessionNotFound(f"session {session_id} not found") from None
 

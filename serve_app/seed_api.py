@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from actors.errors import SessionNotFound
 from serve_app.avatars.store import AvatarStore
 from serve_app.engines.media import FPS
 
@@ -84,7 +85,10 @@ async def mjpeg_stream(session: Any, viewer_id: str) -> AsyncIterator[bytes]:
     session ends or the client goes (the viewer is closed either way)."""
     try:
         while True:
-            frames = await session.mjpeg_pull.remote(viewer_id)
+            try:
+                frames = await session.mjpeg_pull.remote(viewer_id)
+            except SessionNotFound:  # the session ended under the stream
+                return
             if frames is None:
                 return
             for jpeg in frames:

@@ -143,11 +143,6 @@ async def test_a_killed_session_actor_is_forgotten(app_url, http, bystander):
         await session.close()
 
 
-async def test_bystander_streamed_through_the_faults(bystander):
-    await assert_still_streams_and_speaks(bystander, "Still here after the faults.")
-    assert not [e for e in bystander.received.events if e["type"] == "error"]
-
-
 # --- a stage that hangs --------------------------------------------------------------------
 # strict.yaml's app with its LLM pointed at a server that accepts connections and never
 # answers; the LLM client would wait 60 s, the stage's deadline (llm.timeout_s) is 2 s.
@@ -193,3 +188,8 @@ async def test_a_hung_stage_ends_the_turn_within_its_timeout_and_the_session_liv
         await speaks_again(session, "Still here.")
     finally:
         await session.close()
+
+
+async def test_bystander_streamed_through_the_faults(bystander):
+    await assert_still_streams_and_speaks(bystander, "Still here after the faults.")
+    assert not [e for e in bystander.received.events if e["type"] == "error"]
