@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 import cv2
@@ -28,18 +29,20 @@ class VideoShedder:
     audio packets that left late. Late video frames alone shed nothing: they still arrive."""
 
     def __init__(self, late_total: int = 0) -> None:
-        self._history = [late_total]  # the late count at each of the last SHED_WINDOW frames
+        # The late count at each of the last SHED_WINDOW frames (and the one before them).
+        self._history: deque[int] = deque([late_total], maxlen=SHED_WINDOW + 1)
         self._calm = 0  # frames in a row with no new late packet
         self._stride = 1
 
     def stride(self, late_total: int) -> int:
-        previous = self._history[-1]
-        self._history = (self._history + [late_total])[-SHED_WINDOW - 1:]
-        self._calm = 0 if late_total > previous else self._calm + 1
+        self._calm = 0 if late_total > self._history[-1] else self._calm + 1
+        self._history.append(late_total)
         if self._stride == 1 and late_total - self._history[0] >= SHED_AFTER_LATE:
             self._stride = 2
         elif self._stride == 2 and self._calm >= RECOVER_AFTER:
-            self._stride, self._history = 1, [late_total]
+            self._stride = 1
+            self._history.clear()
+            self._history.append(late_total)
         return self._stride
 
 
