@@ -137,7 +137,7 @@ class Ingress:
         self._jobs = jobs
         self._renders = renders
         self._characters = load_characters(profile.characters_dir)
-        self._avatars = AvatarStore(profile.avatars_dir, profile.default_avatar)
+        self._avatars = AvatarStore(profile.avatars_dir)
         self._trusted_proxies = networks(profile.sessions.trusted_proxies)
         upload_bytes = int(profile.avatars.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
         self._limits = RequestLimits(

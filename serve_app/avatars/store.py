@@ -27,9 +27,8 @@ class AvatarNotFound(KeyError):
 
 
 class AvatarStore:
-    def __init__(self, avatars_dir: Path, default: str | None = None) -> None:
+    def __init__(self, avatars_dir: Path) -> None:
         self.dir = Path(avatars_dir)
-        self.default = default
 
     def _folder(self, avatar_id: str) -> Path | None:
         if not isinstance(avatar_id, str) or not AVATAR_ID.fullmatch(avatar_id):
