@@ -144,7 +144,7 @@ class SessionActor:
         )
         self._core = TurnController(
             self._stages, self._clock, self._emit, conversation, self._turn_settings(),
-            avatar_id=avatar_id, voice=character.voice, metrics=_RayMetrics(),
+            avatar_id=avatar_id, voice=character.voice, style=character.voice_style, metrics=_RayMetrics(),
         )
         self._listener = self._make_listener(self._core)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
@@ -158,6 +158,7 @@ class SessionActor:
             max_tokens=profile.llm.max_tokens,
             max_utterance_s=profile.vad.max_utterance_s,
             audio_context=self._audio_context,
+            tts_fallback=profile.tts.fallback is not None,
         )
 
     def _make_listener(self, hooks: TurnController) -> MicListener:
@@ -301,7 +302,7 @@ class SessionActor:
         self._rate_limit()
         core = self._core
         if voice is not None:
-            voices = await self._stages.tts.voices.remote()
+            voices = await self._stages.tts.voice_ids.remote()
             if voice not in voices:
                 raise InvalidChoice(f"unknown voice {voice!r}; available: {voices}")
         if avatar is not None:

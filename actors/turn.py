@@ -28,7 +28,7 @@ from serve_app.engines.audio import StreamResampler, to_int16
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.visemes import VisemeTrack
 from serve_app.engines.media import OUTPUT_PER_FRAME, OUTPUT_RATE
-from serve_app.engines.tts.base import AudioChunk
+from serve_app.engines.tts.base import DEFAULT_STYLE, AudioChunk, VoiceStyle
 from serve_app.events import Error
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,33 @@ async def single(text: str) -> AsyncIterator[str]:
     yield text
 
 
-async def synthesized(sentences: AsyncIterator[str], tts: Any, voice: str | None,
-                      timeout_s: float) -> AsyncIterator[AudioChunk]:
-    """Each sentence's TTS audio as it streams, waiting at most `timeout_s` for each chunk."""
+async def synthesized(sentences: AsyncIterator[str], tts: Any, voice: str | None, timeout_s: float,
+                      style: VoiceStyle = DEFAULT_STYLE,
+                      on_fallback: Callable[[StageFailed], None] | None = None) -> AsyncIterator[AudioChunk]:
+    """Each sentence's TTS audio as it streams, waiting at most `timeout_s` for each chunk.
+
+    With `on_fallback`, a voice that fails hands the reply to the fallback voice: it is told
+    the failure once, and the fallback says the failed sentence (or, if some of it was
+    heard, the next one) and the rest of the reply."""
+    fallback = False
     async with contextlib.aclosing(sentences) as sentences:
         async for sentence in sentences:
-            response = tts.options(stream=True).stream.remote(sentence, voice)
-            async with contextlib.aclosing(deadline.stream("tts", response, timeout_s)) as stream:
-                async for chunk in stream:
-                    yield chunk
+            heard = False
+            while True:
+                response = tts.options(stream=True).stream.remote(sentence, voice, style, fallback)
+                try:
+                    async with contextlib.aclosing(deadline.stream("tts", response, timeout_s)) as stream:
+                        async for chunk in stream:
+                            heard = True
+                            yield chunk
+                    break
+                except StageFailed as exc:
+                    if fallback or on_fallback is None:
+                        raise
+                    fallback = True
+                    on_fallback(exc)
+                    if heard:
+                        break
 
 
 def audio_chunks(pcm: np.ndarray, sample_rate: int, chunk_s: float = 0.5):

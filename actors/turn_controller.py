@@ -22,9 +22,9 @@ from actors.clock import MediaOut
 from actors.conversation import Conversation, reply
 from actors.speculation import Gate
 from actors.turn import Marks, Turn, single, synthesized
-from serve_app.engines.tts.base import AudioChunk
+from serve_app.engines.tts.base import DEFAULT_STYLE, AudioChunk, VoiceStyle
 from serve_app.events import (
-    AssistantText, BargeIn, Event, Latency, State, TurnEnd, UtteranceTruncated,
+    AssistantText, BargeIn, Error, Event, Latency, State, TurnEnd, UtteranceTruncated,
 )
 
 
@@ -45,6 +45,7 @@ class TurnSettings:
     max_tokens: int | None = None
     max_utterance_s: float = 30.0
     audio_context: tuple[int, int] = (0, 0)  # the lip-sync engine's (context, look-ahead) frames
+    tts_fallback: bool = False  # a failed voice hands the reply to the TTS fallback voice
 
 
 class TurnMetrics(Protocol):
@@ -80,6 +81,7 @@ class TurnController:
         *,
         avatar_id: str,
         voice: str | None,
+        style: VoiceStyle = DEFAULT_STYLE,
         metrics: TurnMetrics | None = None,
     ) -> None:
         self._stages = stages
@@ -89,6 +91,7 @@ class TurnController:
         self._settings = settings
         self.avatar_id = avatar_id  # what the next turn shows and says with
         self.voice = voice
+        self.style = style
         self._metrics = metrics or _NoMetrics()
         self._current: _Current | None = None
         self._speculative: Turn | None = None  # a reply to a pause, behind a closed gate
@@ -203,7 +206,11 @@ class TurnController:
         turn_id = uuid.uuid4().hex[:12]
         settings = self._settings
         if audio is None:
-            audio = synthesized(source(turn_id, marks, gate), self._stages.tts, self.voice, settings.timeouts["tts"])
+            def fell_back(exc: Exception) -> None:
+                gate.emit(Error(stage="tts", turn_id=turn_id, message=f"{exc}; the fallback voice goes on"))
+
+            audio = synthesized(source(turn_id, marks, gate), self._stages.tts, self.voice, settings.timeouts["tts"],
+                                self.style, fell_back if settings.tts_fallback else None)
 
         def first_frame() -> None:
             turn.marks.mark("first_frame_sent")

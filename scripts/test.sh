@@ -6,7 +6,7 @@
 # meet: the LLM replica and the session actors are separate processes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh piper,asr,llm,vad,neural,test
+bash scripts/setup.sh piper,asr,llm,vad,voices,neural,test
 if ! command -v chromium >/dev/null 2>&1; then
   # Browser tests drive Debian's headless Chromium.
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -29,9 +29,7 @@ def build_app(args: dict | None = None) -> Application:
     """args: `profile` (a profile file) and optional `overrides` laid over it (same nesting)."""
     args = args or {}
     profile = load_profile(args.get("profile", DEFAULT_PROFILE), args.get("overrides"))
-    tts = TTSDeployment.options(**profile.tts.deployment.as_options()).bind(
-        profile.tts.backend, profile.tts.options
-    )
+    tts = TTSDeployment.options(**profile.tts.deployment.as_options()).bind(profile.tts)
     lipsync = LipSyncDeployment.options(**profile.lipsync.deployment.as_options()).bind(
         profile.lipsync.backend, profile.lipsync.options, profile.avatars_dir
     )

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serve_app.engines.tts.base import VoiceStyle
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SESSION_NAMESPACE = "digital_human"
 
@@ -168,6 +170,58 @@ class StageSettings(_Strict):
     timeout_s: float = Field(15.0, gt=0, le=600)
 
 
+class EngineSpec(_Strict):
+    """A TTS engine: a backend and its options (checked against the backend's own fields)."""
+
+    backend: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_backend_and_options(self) -> "EngineSpec":
+        from serve_app.engines.tts import check_tts_options
+
+        check_tts_options(self.backend, self.options)
+        return self
+
+
+class TTSSettings(StageSettings):
+    """The TTS deployment hosts the engine `backend` (+ `options`), the `engines` beside it
+    and the `fallback`; GET /api/voices lists all their voices, and a character or session
+    may pick any of them."""
+
+    backend: str = "piper"
+    engines: dict[str, EngineSpec] = Field(default_factory=dict)
+    # Says the reply when its voice's backend fails or times out (the client gets an `error`
+    # event with stage "tts" too); null: the reply is cut there. The bundled Piper voice by
+    # default: local, so it does not fail with the network.
+    fallback: EngineSpec | None = Field(default_factory=lambda: EngineSpec(backend="piper"))
+    # A backend that failed is not asked again for this long (doubling while it keeps
+    # failing, up to max_retry_after_s); its voices go straight to the fallback meanwhile.
+    retry_after_s: float = Field(10.0, gt=0)
+    max_retry_after_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _engines_valid(self) -> "TTSSettings":
+        from serve_app.engines.tts import check_tts_options
+
+        check_tts_options(self.backend, self.options)
+        return self
+
+    def all_engines(self) -> dict[str, EngineSpec]:
+        """Every engine by name: the first is `backend`'s (named after it), and the fallback
+        is "fallback" unless it is one of the others (then it is shared)."""
+        main = EngineSpec(backend=self.backend, options=self.options)
+        engines = {self.backend: main, **self.engines}
+        if self.fallback is not None and self.fallback not in engines.values():
+            engines["fallback"] = self.fallback
+        return engines
+
+    def fallback_engine(self) -> str | None:
+        if self.fallback is None:
+            return None
+        return next(name for name, spec in self.all_engines().items() if spec == self.fallback)
+
+
 class LipSyncSettings(StageSettings):
     backend: str = "viseme"
     # Video frames rendered per lip-sync call (5 frames = 200 ms of audio).
@@ -273,7 +327,7 @@ class Profile(_Strict):
     vad: VADSettings = Field(default_factory=VADSettings)
     asr: StageSettings = Field(default_factory=lambda: StageSettings(backend="whisper"))
     llm: LLMSettings = Field(default_factory=LLMSettings)
-    tts: StageSettings = Field(default_factory=lambda: StageSettings(backend="piper"))
+    tts: TTSSettings = Field(default_factory=TTSSettings)
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
@@ -288,7 +342,8 @@ class Profile(_Strict):
 class Character(_Strict):
     id: str
     name: str
-    voice: str | None = None
+    voice: str | None = None  # a voice id from GET /api/voices; null: the first engine's default
+    voice_style: VoiceStyle = Field(default_factory=VoiceStyle)  # rate, pitch_hz, volume
     greeting: str = ""
     system_prompt: str = ""
     # Spoken when a backend fails, so the user is never left in silence.
@@ -336,6 +391,14 @@ def _merged(base: Any, over: dict) -> Any:
     for key, value in over.items():
         merged[key] = _merged(merged.get(key), value) if isinstance(value, dict) else value
     return merged
+
+
+def check_character_voices(characters: dict[str, Character], voice_ids: list[str], directory: Path) -> None:
+    """Every character's voice must be one the TTS engines offer (known once they are up)."""
+    for character in characters.values():
+        if character.voice is not None and character.voice not in voice_ids:
+            raise ConfigError(f"{directory}: character {character.id!r}: voice {character.voice!r} is not "
+                              f"offered by the TTS engines (tts in the profile); available: {voice_ids}")
 
 
 def load_characters(directory: Path) -> dict[str, Character]:

@@ -92,7 +92,7 @@ class RenderRequest(BaseModel):
 
 class SessionUpdate(BaseModel):
     avatar: str | None = Field(None, description="switch to this avatar (id from GET /api/avatars)", **ID_FIELD)
-    voice: str | None = Field(None, description="switch to this TTS voice", **ID_FIELD)
+    voice: str | None = Field(None, description="switch to this TTS voice (id from GET /api/voices)", **ID_FIELD)
 
 
 @app.exception_handler(SessionError)
@@ -328,9 +328,15 @@ class Ingress:
     @app.get("/api/characters")
     def characters(self) -> dict:
         return {
-            "characters": [{"id": c.id, "name": c.name} for c in self._characters.values()],
+            "characters": [{"id": c.id, "name": c.name, "voice": c.voice} for c in self._characters.values()],
             "default": self._profile.default_character,
         }
+
+    @app.get("/api/voices")
+    async def voices(self) -> dict:
+        """Every TTS voice: `id` (for PATCH /api/sessions/{id} and a character's `voice`),
+        `language`, `backend`, and which is the `default` and the `fallback`."""
+        return {"voices": await self._manager.voices.remote()}
 
     def _check_create_key(self, authorization: str | None) -> None:
         key_env = self._profile.sessions.create_token_env

@@ -7,15 +7,22 @@ from ray import serve
 
 from actors.pool import SessionPool
 from actors.turn_controller import StageHandles
-from serve_app.config import Profile, load_characters
+from serve_app.config import Profile, check_character_voices, load_characters
 
 
 @serve.deployment(name="SessionManager", num_replicas=1)
 class SessionManager:
     async def __init__(self, profile: Profile, tts: Any, lipsync: Any, asr: Any, llm: Any) -> None:
         stages = StageHandles(tts=tts, lipsync=lipsync, asr=asr, llm=llm)
-        self.pool = SessionPool(profile, load_characters(profile.characters_dir), stages)
+        characters = load_characters(profile.characters_dir)
+        self._voices: list[dict] = await tts.voices.remote()
+        check_character_voices(characters, [v["id"] for v in self._voices], profile.characters_dir)
+        self.pool = SessionPool(profile, characters, stages)
         self.pool.fill()
+
+    def voices(self) -> list[dict]:
+        """Every voice the TTS engines offer (fixed at start, like the engines)."""
+        return self._voices
 
     async def create(self, avatar: str | None, character: str | None, client: str | None = None,
                      stream: bool = False) -> dict:

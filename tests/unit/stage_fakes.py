@@ -85,7 +85,7 @@ def speech(seconds: float = 0.4) -> AudioChunk:
     return AudioChunk((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), 22050)
 
 
-async def tts_ok(text, voice):
+async def tts_ok(text, voice, *_):
     yield speech()
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from serve_app.engines.tts import create_tts_engine  # noqa: E402
+from serve_app.engines.tts import Voice, VoiceStyle, create_tts_engine  # noqa: E402
 from serve_app.engines.tts.piper_tts import PiperTTS  # noqa: E402
 
 LONG_TEXT = " ".join(f"This is sentence number {i} of a rather long paragraph." for i in range(20))
@@ -116,10 +116,22 @@ async def test_empty_text_yields_nothing(tts, text):
 
 @pytest.mark.asyncio
 async def test_voices_and_unknown_voice(tts):
-    assert tts.voices() == ["joe"]
+    assert tts.voices() == [Voice("joe", "en-US")]
     assert len(await _collect(tts.stream("Hi.", voice="joe"))) == 1
     with pytest.raises(ValueError, match="nobody"):
         await _collect(tts.stream("Hi.", voice="nobody"))
+
+
+@pytest.mark.asyncio
+async def test_a_characters_style_sets_rate_and_volume(tts):
+    text = "This sentence is said at three speeds."
+    plain, fast, quiet = [
+        np.concatenate([c.samples for c in await _collect(tts.stream(text, style=style))])
+        for style in (VoiceStyle(), VoiceStyle(rate=1.5), VoiceStyle(volume=0.5))
+    ]
+    assert len(fast) < 0.8 * len(plain)
+    peak = lambda x: np.abs(x.astype(np.int32)).max()  # noqa: E731
+    assert peak(quiet) < 0.6 * peak(plain)
 
 
 def test_missing_model_names_the_path(tmp_path):

@@ -14,6 +14,7 @@ from actors.turn_controller import StageHandles, TurnController, TurnSettings
 from serve_app.config import Character
 from serve_app.engines.asr.base import Transcript
 from serve_app.engines.vad import create_vad_engine
+from serve_app.engines.tts.base import DEFAULT_STYLE
 from serve_app.engines.vad.detector import UtteranceDetector
 from serve_app.events import Error, TurnEnd
 from tests.unit.stage_fakes import FakeHandle, frames_ok, speech, tts_ok
@@ -49,7 +50,7 @@ def make_stages(asr: Stage, llm: Stage, tts: Stage, answer=("Sure. ", "It is sun
     async def prefill(messages, max_tokens):
         return None
 
-    async def synthesize(text, voice):
+    async def synthesize(text, voice, *_):
         tts.reached.set()
         if tts.block:
             await asyncio.Event().wait()
@@ -118,7 +119,7 @@ async def test_say_plays_out_and_ends_by_one_route():
     assert s.turn_ends() == [TurnEnd(turn_id=turn_id, interrupted=False, t=s.turn_ends()[0].t)]
     latency = next(e for e in s.events if e.type == "latency")
     assert {"request", "tts_first_audio", "first_frame_sent"} <= set(latency.marks)
-    assert s.stages.tts.called("stream") == [("Hello there.", None)]
+    assert s.stages.tts.called("stream") == [("Hello there.", None, DEFAULT_STYLE, False)]
 
 
 async def test_ask_streams_the_llm_into_sentences_and_records_the_exchange():
@@ -187,7 +188,7 @@ async def test_barge_in_cuts_the_turn_at_any_stage(stage):
 
 
 async def test_a_stage_failing_mid_turn_ends_it_interrupted_and_the_session_goes_on():
-    async def tts_breaks(text, voice):
+    async def tts_breaks(text, voice, *_):
         yield speech(0.4)
         raise ValueError("Piper voice file is damaged")
 

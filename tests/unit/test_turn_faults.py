@@ -20,13 +20,13 @@ RAY_INSIDES = ("pid=", "ip=", "Traceback", "actor_id", "127.0.0.1")
 
 
 def tts_failing_after_first(error: BaseException):
-    async def stream(text, voice):
+    async def stream(text, voice, *_):
         yield speech()
         raise error
     return stream
 
 
-async def tts_hanging(text, voice):
+async def tts_hanging(text, voice, *_):
     yield speech()
     await asyncio.Event().wait()
     yield speech()  # never

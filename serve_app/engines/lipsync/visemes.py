@@ -121,12 +121,24 @@ def visemes_from_phonemes(
 
 
 def _audio_runs(chunk: AudioChunk) -> list[tuple[str, int]]:
-    """(viseme, num_samples) per 40 ms of a chunk that came without phoneme timings."""
+    """(viseme, num_samples) per 40 ms of a chunk that came without phoneme timings; with
+    word timings, the mouth rests wherever a frame's middle falls between two words."""
     per_frame = chunk.sample_rate // FPS
     n = len(chunk.samples)
     audio = to_float32(chunk.samples)
     labels = visemes_from_audio(audio, math.ceil(n / per_frame), chunk.sample_rate)
+    gaps = _word_gaps(chunk)
+    for i in range(len(labels)):
+        middle = i * per_frame + per_frame // 2
+        if any(start <= middle < end for start, end in gaps):
+            labels[i] = "X"
     return [(v, min(per_frame, n - i * per_frame)) for i, v in enumerate(labels)]
+
+
+def _word_gaps(chunk: AudioChunk) -> list[tuple[int, int]]:
+    """(start, end) samples between consecutive words of the chunk."""
+    words = sorted(chunk.words or [], key=lambda w: w.start)
+    return [(a.end, b.start) for a, b in zip(words, words[1:]) if b.start > a.end]
 
 
 class VisemeTrack:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..threaded import Slots, iterate_in_thread
-from .base import AudioChunk, PhonemeSpan
+from .base import DEFAULT_STYLE, AudioChunk, PhonemeSpan, Voice, VoiceStyle, scaled
 
 _INSTALL = "pip install -e '.[piper]'"
 _GET_A_VOICE = (
@@ -86,26 +86,29 @@ class PiperTTS:
         self._speakers: dict[str, int] = dict(self._voice.config.speaker_id_map)
         self.voice_name = voice_name
         self.sample_rate: int = self._voice.config.sample_rate
+        self._language = _language(config_file)
 
-    def voices(self) -> list[str]:
+    def voices(self) -> list[Voice]:
         """The speakers of a multi-speaker voice, else just this voice's name."""
-        return list(self._speakers) or [self.voice_name]
+        return [Voice(name, self._language) for name in (list(self._speakers) or [self.voice_name])]
 
-    async def stream(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def stream(self, text: str, voice: str | None = None,
+                     style: VoiceStyle = DEFAULT_STYLE) -> AsyncIterator[AudioChunk]:
         """Yield one chunk per sentence as soon as Piper has synthesized it.
 
         Synthesis runs in a worker thread. Closing or cancelling the generator stops that
         thread before its next sentence; the sentence being computed is finished and dropped.
         """
-        syn_config = self._syn_config(voice)
+        syn_config = self._syn_config(voice, style)
         if not text.strip():
             return
         async for chunk in iterate_in_thread(
             lambda emit, stop: self._synthesize(text, syn_config, emit, stop), "piper-tts", self._slots
         ):
+            chunk.samples = scaled(chunk.samples, style.volume)
             yield chunk
 
-    def _syn_config(self, voice: str | None) -> Any:
+    def _syn_config(self, voice: str | None, style: VoiceStyle) -> Any:
         from piper.config import SynthesisConfig
 
         if voice is None or (voice == self.voice_name and not self._speakers):
@@ -113,8 +116,9 @@ class PiperTTS:
         elif voice in self._speakers:
             speaker_id = self._speakers[voice]
         else:
-            raise ValueError(f"Unknown Piper voice {voice!r}; this model offers {self.voices()}")
-        return SynthesisConfig(speaker_id=speaker_id, length_scale=self._length_scale)
+            raise ValueError(f"Unknown Piper voice {voice!r}; this model offers {[v.id for v in self.voices()]}")
+        length_scale = (self._length_scale or self._voice.config.length_scale) / style.rate
+        return SynthesisConfig(speaker_id=speaker_id, length_scale=length_scale)
 
     def _synthesize(
         self, text: str, syn_config: Any, emit: Callable[[AudioChunk], None], stop: threading.Event
@@ -152,6 +156,12 @@ def _load_voice(model_file: Path, config_file: Path, threads: int | None) -> Any
     )
     config = PiperConfig.from_dict(json.loads(Path(config_file).read_text(encoding="utf-8")))
     return PiperVoice(config=config, session=session)
+
+
+def _language(config_file: Path) -> str | None:
+    """The voice's language as a BCP 47 tag ("en-US"), from its config."""
+    code = json.loads(config_file.read_text(encoding="utf-8")).get("language", {}).get("code")
+    return code.replace("_", "-") if code else None
 
 
 def _to_audio_chunk(piper_chunk: Any, text: str) -> AudioChunk:
