@@ -69,6 +69,10 @@ class OpenAITTS:
                         yield chunk
         except openai.OpenAIError as e:
             raise self._unavailable(e) from None
+        except (TTSUnavailable, ValueError):
+            raise
+        except Exception as e:  # the transport's own errors (a connection dropped mid-answer)
+            raise TTSUnavailable(f"{self._what} failed: {type(e).__name__}: {str(e)[:200]}") from None
         for chunk in pcm.flush():
             yield chunk
 
