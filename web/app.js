@@ -86,6 +86,9 @@
     avatarMeta: $('avatar-meta'),
     characterField: $('character-field'),
     characterSelect: $('character-select'),
+    voiceField: $('voice-field'),
+    voiceSelect: $('voice-select'),
+    voiceMeta: $('voice-meta'),
     start: $('start'),
     stop: $('stop'),
     form: $('say-form'),
@@ -128,6 +131,7 @@
     defaultAvatar: null,     // "default" of GET /api/avatars
     avatarJob: null,         // last avatar upload job: {job_id, avatar_id, state, stage, percent, error}
     characters: [],
+    voices: [],              // GET /api/voices
     micMode: 'hands_free',   // hands_free | push_to_talk (the server confirms with a mic_mode event)
     micEnabled: false,       // a microphone track is being sent in the current session
     micMuted: false,
@@ -824,6 +828,42 @@
     } catch (err) {
       el.characterField.hidden = true;
       log(`Could not load characters: ${err.message}`, 'error');
+    }
+  }
+
+  /** GET /api/voices into #voice-select; each option names its backend (edge, piper, ...). */
+  async function loadVoices() {
+    try {
+      const data = await api('/api/voices');
+      const voices = (data && Array.isArray(data.voices)) ? data.voices.filter((v) => v && v.id) : [];
+      dh.voices = voices;
+      el.voiceSelect.replaceChildren(new Option("The character's own", ''));
+      for (const v of voices) {
+        const tags = [v.backend, v.language, v.default ? 'default' : '', v.fallback ? 'fallback' : ''].filter(Boolean);
+        el.voiceSelect.append(new Option(`${v.id} (${tags.join(', ')})`, v.id));
+      }
+      el.voiceField.hidden = voices.length === 0;
+      showVoiceMeta();
+    } catch (err) {
+      el.voiceField.hidden = true;
+      log(`Could not load voices: ${err.message}`, 'error');
+    }
+  }
+
+  function showVoiceMeta() {
+    const v = (dh.voices || []).find((x) => x.id === el.voiceSelect.value);
+    el.voiceMeta.textContent = v ? `Backend: ${v.backend}` : '';
+  }
+
+  /** PATCH the session's voice (at once while talking; right after creation otherwise). */
+  async function applyVoice(sess) {
+    const voice = el.voiceSelect.value;
+    if (!sess || !sess.id || !voice) return;
+    try {
+      const changed = await api(sessionPath(sess, ''), { method: 'PATCH', auth: true, body: { voice } });
+      log(`Voice: ${changed.voice}`, 'event');
+    } catch (err) {
+      log(`Could not switch the voice: ${err.message}`, 'error');
     }
   }
 
@@ -1579,6 +1619,7 @@
       if (sess !== session) { deleteRemote(sess); return; }
       dh.sessionId = sess.id;
       log(`Session ${sess.id} created`);
+      applyVoice(sess);
 
       const pc = createPeerConnection(sess, normalizeIceServers(created.ice_servers));
       const offer = await pc.createOffer();
@@ -1839,6 +1880,7 @@
   window.addEventListener('blur', () => pttRelease());
   document.addEventListener('visibilitychange', () => { if (document.hidden) pttRelease(); });
   el.avatarSelect.addEventListener('change', updateAvatarPreview);
+  el.voiceSelect.addEventListener('change', () => { showVoiceMeta(); applyVoice(session); });
   el.placeholderImg.addEventListener('error', () => {
     el.placeholderImg.hidden = true;
     el.placeholderFallback.hidden = false;
@@ -1923,4 +1965,5 @@
   checkHealth();
   loadAvatars();
   loadCharacters();
+  loadVoices();
 })();

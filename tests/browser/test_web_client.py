@@ -88,6 +88,14 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     )
     assert await page.evaluate("window.dh.sessionId")
 
+    # The voice picker lists GET /api/voices with each voice's backend; picking one switches it.
+    voices = await page.eval_on_selector_all("#voice-select option", "os => os.map((o) => [o.value, o.textContent])")
+    assert ["joe", "joe (piper, en-US, default, fallback)"] in voices, voices
+    await page.select_option("#voice-select", "joe")
+    assert await page.text_content("#voice-meta") == "Backend: piper"
+    await page.wait_for_function(
+        "() => window.dh.events.some((e) => e.type === 'session' && e.voice === 'joe')")
+
     # The video plays: full-size frames, the clock advances, ~25 fps decoded.
     await page.wait_for_function(
         "() => { const v = document.getElementById('video');"
