@@ -180,3 +180,19 @@ async def test_a_flood_of_cancelled_streams_never_piles_up_threads():
     assert not _piper_threads()
     chunks = await _collect(tts.stream("Still speaking."))  # every slot came back
     assert len(chunks) == 1
+
+
+def test_device_cuda_without_the_cuda_provider_says_how_to_get_it():
+    import onnxruntime
+
+    from serve_app.engines.tts.piper_tts import _providers
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert _providers("cuda")[0] == "CUDAExecutionProvider"
+    else:
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            _providers("cuda")
+        assert _providers("auto") == ["CPUExecutionProvider"]
+    assert _providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="cpu, cuda or auto"):
+        _providers("tpu")

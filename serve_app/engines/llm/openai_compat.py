@@ -5,6 +5,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..openai_errors import describe
 from .base import LLMUnavailable, Message
 
 _INSTALL = "pip install -e '.[llm]'"
@@ -96,27 +97,5 @@ class OpenAICompatLLM:
 
     def _unavailable(self, e: Any) -> LLMUnavailable:
         """A short message for ``e`` that names the endpoint and never the key."""
-        import openai
-
-        where = f"LLM endpoint {self.base_url}"
-        if isinstance(e, openai.APITimeoutError):
-            why = f"{where} did not answer within {self.timeout_s} s"
-        elif isinstance(e, openai.APIConnectionError):
-            why = f"cannot reach {where}"
-        elif isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            # The server's own message may quote part of the key: leave it out.
-            key_from = f"${self._key_env}" if self._key_env else "(no key configured)"
-            why = f"{where} rejected the API key {key_from} (HTTP {e.status_code})"
-        elif isinstance(e, openai.NotFoundError):
-            why = f"{where} has no model {self.model!r} or no chat completions API (HTTP 404)"
-        elif isinstance(e, openai.RateLimitError):
-            why = f"{where} is rate limiting or out of quota (HTTP 429)"
-        elif isinstance(e, openai.APIStatusError):
-            why = f"{where} answered HTTP {e.status_code}: {_short(e.message)}"
-        else:
-            why = f"{where} failed: {_short(str(e))}"
-        return LLMUnavailable(why.replace(self._key, "***"))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        return LLMUnavailable(describe(e, f"LLM endpoint {self.base_url}", self.timeout_s, self._key, self._key_env,
+                                       f"has no model {self.model!r} or no chat completions API"))

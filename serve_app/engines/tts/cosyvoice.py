@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import DEFAULT_STYLE, AudioChunk, TTSUnavailable, Voice, VoiceStyle
-from .remote import PcmChunks, RemoteOptions, http_failure, refused, within
+from .remote import PcmChunks, RemoteOptions, posted
 
 RATE_HEADER = "X-Custom-Header-sampleRate"
 
@@ -68,8 +68,6 @@ class CosyVoiceTTS:
 
     async def stream(self, text: str, voice: str | None = None,
                      style: VoiceStyle = DEFAULT_STYLE) -> AsyncIterator[AudioChunk]:
-        import httpx
-
         name = voice or next(iter(self.options.voices))
         if name not in self.options.voices:
             raise ValueError(f"unknown CosyVoice voice {name!r}; configured: {list(self.options.voices)}")
@@ -81,19 +79,13 @@ class CosyVoiceTTS:
         else:
             url, form = f"{prefix}/inference_zero_shot", {"tts_text": text, "prompt_text": spec.prompt_text}
             files = {"prompt_wav": (spec.prompt_wav.name, self._clips[name], "audio/wav")}
-        try:
-            async with self._client.stream("POST", self.options.base_url.rstrip("/") + url,
-                                           data=form, files=files) as response:
-                if response.status_code != 200:
-                    raise refused(response.status_code, await response.aread(), self._what)
-                rate = self._rate(response.headers.get(RATE_HEADER))
-                pcm = PcmChunks(rate, style, text, "<f4" if self.options.stream else "<i2")
-                async for data in within(response.aiter_bytes(), self.options.timeout_s, self._what):
-                    for chunk in pcm.push(data):
-                        yield chunk
-        except httpx.HTTPError as exc:
-            raise http_failure(exc, self._what, self.options.timeout_s) from None
-        for chunk in pcm.flush():
+
+        def decoder(response: Any) -> PcmChunks:
+            rate = self._rate(response.headers.get(RATE_HEADER))
+            return PcmChunks(rate, style, text, "<f4" if self.options.stream else "<i2")
+
+        async for chunk in posted(self._client, self.options.base_url.rstrip("/") + url, decoder, self._what,
+                                  self.options.timeout_s, data=form, files=files):
             yield chunk
 
     def _rate(self, announced: str | None) -> int:

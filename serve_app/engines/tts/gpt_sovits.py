@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import DEFAULT_STYLE, AudioChunk, Voice, VoiceStyle
-from .remote import PcmChunks, RemoteOptions, WavStream, http_failure, refused, within
+from .remote import PcmChunks, RemoteOptions, WavStream, posted
 
 
 class SovitsVoice(BaseModel):
@@ -67,19 +67,9 @@ class GPTSoVITSTTS:
 
     async def stream(self, text: str, voice: str | None = None,
                      style: VoiceStyle = DEFAULT_STYLE) -> AsyncIterator[AudioChunk]:
-        import httpx
-
         body = self.request(text, voice, style)
         decoder = (WavStream(style, text, self._what) if self.options.media_type == "wav"
                    else PcmChunks(self.options.sample_rate, style, text))
-        try:
-            async with self._client.stream("POST", self.url, json=body) as response:
-                if response.status_code != 200:
-                    raise refused(response.status_code, await response.aread(), self._what)
-                async for data in within(response.aiter_bytes(), self.options.timeout_s, self._what):
-                    for chunk in decoder.push(data):
-                        yield chunk
-        except httpx.HTTPError as exc:
-            raise http_failure(exc, self._what, self.options.timeout_s) from None
-        for chunk in decoder.flush():
+        async for chunk in posted(self._client, self.url, lambda _: decoder, self._what, self.options.timeout_s,
+                                  json=body):
             yield chunk

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ..openai_errors import describe, short
 from .base import DEFAULT_STYLE, AudioChunk, TTSUnavailable, Voice, VoiceStyle
 from .remote import PcmChunks, RemoteOptions, within
 
@@ -72,23 +73,11 @@ class OpenAITTS:
         except (TTSUnavailable, ValueError):
             raise
         except Exception as e:  # the transport's own errors (a connection dropped mid-answer)
-            raise TTSUnavailable(f"{self._what} failed: {type(e).__name__}: {str(e)[:200]}") from None
+            raise TTSUnavailable(f"{self._what} failed: {type(e).__name__}: {short(str(e))}") from None
         for chunk in pcm.flush():
             yield chunk
 
     def _unavailable(self, e: Exception) -> TTSUnavailable:
-        """A sentence for `e` that names the endpoint and never the key."""
-        import openai
-
-        if isinstance(e, openai.APITimeoutError):
-            why = f"{self._what} did not answer within {self.options.timeout_s:g} s"
-        elif isinstance(e, openai.APIConnectionError):
-            why = f"cannot reach {self._what}"
-        elif isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            key_from = f"${self._key_env}" if self._key_env else "(no key configured)"
-            why = f"{self._what} rejected the API key {key_from} (HTTP {e.status_code})"
-        elif isinstance(e, openai.APIStatusError):
-            why = f"{self._what} answered HTTP {e.status_code}: {' '.join(str(e.message).split())[:200]}"
-        else:
-            why = f"{self._what} failed: {type(e).__name__}"
-        return TTSUnavailable(why.replace(self._key, "***"))
+        o = self.options
+        return TTSUnavailable(describe(e, self._what, o.timeout_s, self._key, self._key_env,
+                                       f"has no model {o.model!r} or no speech API"))

@@ -64,19 +64,22 @@ class PiperTTS:
         length_scale: float | None = None,
         threads: int | None = None,
         concurrency: int = 2,
+        device: str = "cpu",
     ) -> None:
         """`threads`: onnxruntime threads per synthesis (None: all cores). Alone, 2 threads
         synthesize a sentence in ~85 ms on 2 cores, 1 in ~150; with the other core busy, 2 take
         ~190 and 1 ~145 (in the voice benchmark both gave the same reply latency).
         `concurrency`: syntheses at once; more streams wait their turn, so a flood of
-        requests (each cancelled by the next) never piles up synthesis threads."""
+        requests (each cancelled by the next) never piles up synthesis threads.
+        `device`: "cuda" runs the voice on onnxruntime's CUDA provider (install
+        onnxruntime-gpu in place of onnxruntime), "auto" uses it when it is there, "cpu" never."""
         try:
             import onnx  # noqa: F401  (Piper needs it to expose phoneme timings)
             import piper  # noqa: F401
         except ImportError as e:
             raise ImportError(f"The Piper TTS engine needs piper-tts and onnx: {_INSTALL}") from e
         model_file, config_file = _voice_files(model, config)
-        self._voice = _load_voice(model_file, config_file, threads)
+        self._voice = _load_voice(model_file, config_file, threads, _providers(device))
         # The first inference is about twice as slow as the rest: pay for it here, not in the
         # first reply.
         for _ in self._voice.synthesize("Hi.", include_alignments=True):
@@ -134,7 +137,22 @@ class PiperTTS:
             emit(_to_audio_chunk(piper_chunk, next(texts, "")))
 
 
-def _load_voice(model_file: Path, config_file: Path, threads: int | None) -> Any:
+def _providers(device: str) -> list[str]:
+    """onnxruntime execution providers for `device` (cpu, cuda, auto)."""
+    import onnxruntime
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"Piper device must be cpu, cuda or auto, not {device!r}")
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise RuntimeError("Piper device 'cuda' needs onnxruntime's CUDA provider: pip uninstall onnxruntime && "
+                           "pip install onnxruntime-gpu (matching your CUDA), or use device: auto")
+    if device == "cpu" or not has_cuda:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _load_voice(model_file: Path, config_file: Path, threads: int | None, providers: list[str]) -> Any:
     """PiperVoice.load, with the onnxruntime thread count it does not expose: the model patched
     in memory to output phoneme alignments, as PiperVoice.load(include_alignments=True) does."""
     import onnx
@@ -152,7 +170,7 @@ def _load_voice(model_file: Path, config_file: Path, threads: int | None) -> Any
     if threads:
         options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(
-        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        model.SerializeToString(), sess_options=options, providers=providers
     )
     config = PiperConfig.from_dict(json.loads(Path(config_file).read_text(encoding="utf-8")))
     return PiperVoice(config=config, session=session)

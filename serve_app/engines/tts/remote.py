@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..openai_errors import short
 from .base import AudioChunk, TTSUnavailable, VoiceStyle, scaled
 
 FIRST_CHUNK_S = 0.04  # the reply's first sound goes out as soon as there is this much
@@ -139,6 +140,27 @@ def _parse_wav_header(head: bytes, what: str) -> tuple[int, str, int] | None:
     return None
 
 
+async def posted(client: Any, url: str, decoder_for: Callable[[Any], PcmChunks | WavStream], what: str,
+                 timeout_s: float, **request: Any) -> AsyncIterator[AudioChunk]:
+    """POST `request` (json=, data=, files=) to `url` and decode the streamed answer with the
+    decoder `decoder_for(response)` picks (from its headers, say). Any failure is a
+    TTSUnavailable naming `what`."""
+    import httpx
+
+    try:
+        async with client.stream("POST", url, **request) as response:
+            if response.status_code != 200:
+                raise refused(response.status_code, await response.aread(), what)
+            decoder = decoder_for(response)
+            async for data in within(response.aiter_bytes(), timeout_s, what):
+                for chunk in decoder.push(data):
+                    yield chunk
+    except httpx.HTTPError as exc:
+        raise http_failure(exc, what, timeout_s) from None
+    for chunk in decoder.flush():
+        yield chunk
+
+
 def http_failure(exc: Exception, what: str, timeout_s: float) -> TTSUnavailable:
     """An httpx error as a sentence naming the server."""
     import httpx
@@ -147,7 +169,7 @@ def http_failure(exc: Exception, what: str, timeout_s: float) -> TTSUnavailable:
         return TTSUnavailable(f"{what} did not answer within {timeout_s:g} s")
     if isinstance(exc, httpx.ConnectError):
         return TTSUnavailable(f"cannot reach {what}")
-    return TTSUnavailable(f"{what} failed: {_short(str(exc)) or type(exc).__name__}")
+    return TTSUnavailable(f"{what} failed: {short(str(exc)) or type(exc).__name__}")
 
 
 def refused(status: int, body: bytes, what: str) -> TTSUnavailable:
@@ -161,9 +183,5 @@ def refused(status: int, body: bytes, what: str) -> TTSUnavailable:
             detail = ": ".join(str(payload[k]) for k in ("message", "Exception", "detail") if payload.get(k))
     except ValueError:
         detail = body.decode("utf-8", "replace")
-    return TTSUnavailable(f"{what} answered HTTP {status}" + (f": {_short(detail)}" if detail else ""))
+    return TTSUnavailable(f"{what} answered HTTP {status}" + (f": {short(detail)}" if detail else ""))
 
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text[:200]
