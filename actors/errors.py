@@ -57,12 +57,13 @@ STAGE_LABELS = {  # how the client's error events name each stage
     "llm": "the language model",
     "tts": "speech synthesis",
     "lipsync": "lip-sync",
+    "realtime": "the realtime model",
 }
 
 
 class StageFailed(Exception):
-    """A model stage (asr, llm, tts, lipsync) failed or timed out during a turn. The message
-    is for the client: short, and free of tracebacks, pids, addresses and actor ids."""
+    """A model stage (asr, llm, tts, lipsync, realtime) failed or timed out during a turn.
+    The message is for the client: short, and free of tracebacks, pids, addresses and actor ids."""
 
     def __init__(self, stage: str, reason: str) -> None:
         super().__init__(f"{STAGE_LABELS[stage]} failed: {reason}")

@@ -45,13 +45,14 @@ async def single(text: str) -> AsyncIterator[str]:
 
 async def synthesized(sentences: AsyncIterator[str], tts: Any, voice: str | None, timeout_s: float,
                       style: VoiceStyle = DEFAULT_STYLE,
-                      on_fallback: Callable[[StageFailed], None] | None = None) -> AsyncIterator[AudioChunk]:
+                      on_fallback: Callable[[StageFailed], None] | None = None,
+                      fallback: bool = False) -> AsyncIterator[AudioChunk]:
     """Each sentence's TTS audio as it streams, waiting at most `timeout_s` for each chunk.
 
     With `on_fallback`, a voice that fails hands the reply to the fallback voice: it is told
     the failure once, and the fallback says the failed sentence (or, if some of it was
-    heard, the next one) and the rest of the reply."""
-    fallback = False
+    heard, the next one) and the rest of the reply. `fallback`: the fallback voice from the
+    start."""
     async with contextlib.aclosing(sentences) as sentences:
         async for sentence in sentences:
             heard = False

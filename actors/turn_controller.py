@@ -61,6 +61,10 @@ class _NoMetrics:
         pass
 
 
+def new_turn_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 SentenceSource = Callable[[str, Marks, Gate], AsyncIterator[str]]
 
 
@@ -103,18 +107,25 @@ class TurnController:
         return self._current is not None
 
     # --- requests ------------------------------------------------------------------------
-    async def say(self, text: str, interrupt: bool = True) -> str:
-        """Speak `text` as given (`say`, the greeting); returns the turn id."""
+    async def say(self, text: str, interrupt: bool = True, fallback_voice: bool = False) -> str:
+        """Speak `text` as given (`say`, the greeting); returns the turn id. `fallback_voice`:
+        in the TTS fallback voice (an apology when the voice's own backend is what failed)."""
         if interrupt:
             await self.interrupt()
-        turn = self._adopt(self._new_turn(lambda *_: single(text), Marks("request"), Gate(self._emit, opened=True)))
+        turn = self._adopt(self._new_turn(lambda *_: single(text), Marks("request"), Gate(self._emit, opened=True),
+                                          fallback_voice=fallback_voice))
         self._emit(AssistantText(turn_id=turn.id, text=text))
         return turn.id
 
     async def play(self, audio: AsyncIterator[AudioChunk]) -> str:
         """Lip-sync `audio` (an uploaded file, say) instead of a voice; returns the turn id."""
+        return (await self.speak(audio, Marks("request"))).id
+
+    async def speak(self, audio: AsyncIterator[AudioChunk], marks: Marks, turn_id: str | None = None) -> Turn:
+        """Cut whatever is current and lip-sync `audio` as the next turn (a file, or a realtime
+        model's reply as it streams)."""
         await self.interrupt()
-        return self._adopt(self._new_turn(None, Marks("request"), Gate(self._emit, opened=True), audio=audio)).id
+        return self._adopt(self._new_turn(None, marks, Gate(self._emit, opened=True), audio=audio, turn_id=turn_id))
 
     async def ask(self, text: str) -> str:
         """A typed message to the character, answered by the LLM like a spoken one."""
@@ -201,16 +212,17 @@ class TurnController:
         return self._new_turn(source, marks, gate)
 
     def _new_turn(self, source: SentenceSource | None, marks: Marks, gate: Gate,
-                  audio: AsyncIterator[AudioChunk] | None = None) -> Turn:
+                  audio: AsyncIterator[AudioChunk] | None = None, turn_id: str | None = None,
+                  fallback_voice: bool = False) -> Turn:
         """A turn speaking `source`'s sentences with the voice, or `audio` as it is."""
-        turn_id = uuid.uuid4().hex[:12]
+        turn_id = turn_id or new_turn_id()
         settings = self._settings
         if audio is None:
             def fell_back(exc: Exception) -> None:
                 gate.emit(Error(stage="tts", turn_id=turn_id, message=f"{exc}; the fallback voice goes on"))
 
             audio = synthesized(source(turn_id, marks, gate), self._stages.tts, self.voice, settings.timeouts["tts"],
-                                self.style, fell_back if settings.tts_fallback else None)
+                                self.style, fell_back if settings.tts_fallback else None, fallback_voice)
 
         def first_frame() -> None:
             turn.marks.mark("first_frame_sent")

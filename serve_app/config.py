@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -269,6 +269,58 @@ class LLMSettings(StageSettings):
     history_turns: int = Field(6, ge=0)
 
 
+class RealtimeSettings(_Strict):
+    """An OpenAI-Realtime-compatible speech-to-speech server (actors/realtime.py): it hears
+    the mic and answers with speech, in place of the local VAD, ASR, LLM and TTS."""
+
+    url: str = "wss://api.openai.com/v1/realtime"  # the WebSocket endpoint; `?model=` is added
+    model: str = "gpt-realtime"
+    voice: str = "alloy"  # the server's voice name; a character's realtime_voice overrides it
+    # Name of the variable holding the API key, sent as a bearer token; null: a local server
+    # without keys.
+    api_key_env: str | None = "OPENAI_API_KEY"
+    # "ga": the released event and session shapes; "beta": the preview's (`OpenAI-Beta:
+    # realtime=v1`), which several compatible servers still speak.
+    protocol: Literal["ga", "beta"] = "ga"
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
+    # Transcribes the user's speech for the client's `user_transcript` events; null: none.
+    transcription_model: str | None = "whisper-1"
+    # Functions the model may call, by name from serve_app/engines/realtime/tools.py.
+    tools: list[str] = Field(default_factory=list)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    # The longest a reply waits for its next audio from the server before it fails.
+    reply_timeout_s: float = Field(15.0, gt=0)
+    # After a failed connection the next try waits this long (doubling to max_retry_after_s).
+    retry_after_s: float = Field(2.0, gt=0)
+    max_retry_after_s: float = Field(60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, url: str) -> str:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"{url!r} is not a WebSocket URL (ws:// or wss://)")
+        return url
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, names: list[str]) -> list[str]:
+        from serve_app.engines.realtime.tools import TOOLS
+
+        unknown = [name for name in names if name not in TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; available: {sorted(TOOLS)}")
+        return names
+
+
+class ConversationSettings(_Strict):
+    """Who hears and answers: `pipeline` (VAD -> ASR -> LLM -> TTS, the stages above) or
+    `realtime` (one speech-to-speech server, `realtime` below; lip-sync and the TTS fallback
+    voice still run here)."""
+
+    backend: Literal["pipeline", "realtime"] = "pipeline"
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+
+
 class AvatarSettings(_Strict):
     """Bring-your-own-avatar uploads (admin only)."""
 
@@ -329,6 +381,7 @@ class Profile(_Strict):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
     renders: RenderSettings = Field(default_factory=RenderSettings)
@@ -349,6 +402,20 @@ class Character(_Strict):
     # Spoken when a backend fails, so the user is never left in silence.
     apology_llm: str = "Sorry, I can't think of an answer right now. Please try again in a moment."
     apology_asr: str = "Sorry, I didn't catch that."
+    realtime_voice: str | None = None  # with the realtime backend; null: realtime.voice
+    # Questions and answers for the realtime `faq_lookup` tool: a YAML list of
+    # {question, answer}; relative paths are from the project root.
+    faq_file: Path | None = None
+
+    @field_validator("faq_file")
+    @classmethod
+    def _faq_exists(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = resolve(path)
+        if not path.is_file():
+            raise ValueError(f"FAQ file not found: {path}")
+        return path
 
 
 def _read_yaml(path: Path) -> Any:

@@ -105,7 +105,7 @@ class SessionExpiring(Event):
 
 
 class Error(Event):
-    """A stage failed in a turn (`stage`: asr, llm, tts, lipsync, turn), or a client message
+    """A stage failed in a turn (`stage`: asr, llm, tts, lipsync, realtime, turn), or a client message
     was refused (`stage`: control). The message is fit for a person; no server insides."""
 
     type: Literal["error"] = "error"
