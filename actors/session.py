@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from actors.errors import (
 )
 from actors.listener import MicListener
 from actors.metrics import FrameCounters, record_marks, speculative_replies
+from actors.realtime import RealtimeConversation
 from actors.rate_limit import TokenBucket
 from actors.transports.base import Transport
 from actors.transports.webrtc import WebRTCTransport
@@ -42,6 +44,7 @@ from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.vad import create_vad_engine
 from serve_app.engines.audio import to_float32
 from serve_app.engines.media import FPS, OUTPUT_RATE, SPEECH_RATE
+from serve_app.engines.realtime.tools import ToolBox
 from serve_app.engines.vad.detector import UtteranceDetector
 from serve_app.events import (
     Ack, Ask, BadMessage, Command, Error, Event, Interrupt, MicModeChanged, Ping, Pong, PushToTalk, Ready, Say,
@@ -92,7 +95,8 @@ class SessionActor:
         self._character: Character | None = None
         self._core: TurnController | None = None
         self._conversation: Conversation | None = None
-        self._listener: MicListener | None = None
+        self._listener: MicListener | None = None  # the pipeline's ears (VAD)
+        self._realtime: RealtimeConversation | None = None  # or a realtime server's
         self._clock: MediaClock | None = None
         self._webrtc: WebRTCTransport | None = None
         self._transports: list[Transport] = []
@@ -135,7 +139,9 @@ class SessionActor:
         self._character = character
         self._stream = stream
         conversation = self._conversation = Conversation(character, self._profile.llm.history_turns, self.id)
-        prefill(self._stages.llm, conversation, self._profile.llm.max_tokens)
+        realtime = self._profile.conversation.backend == "realtime"
+        if not realtime:
+            prefill(self._stages.llm, conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
         self._clock = MediaClock(
@@ -146,7 +152,11 @@ class SessionActor:
             self._stages, self._clock, self._emit, conversation, self._turn_settings(),
             avatar_id=avatar_id, voice=character.voice, style=character.voice_style, metrics=_RayMetrics(),
         )
-        self._listener = self._make_listener(self._core)
+        if realtime:
+            self._realtime = self._make_realtime(self._core, character)
+            self._realtime.start()
+        else:
+            self._listener = self._make_listener(self._core)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         return {"session_id": self.id, "avatar": avatar_id, "character": character.id}
 
@@ -175,6 +185,14 @@ class SessionActor:
         return MicListener(detector, hooks, vad.max_utterance_s,
                            speculate_after_s=vad.speculate_after_ms / 1000 if vad.speculate_after_ms else None)
 
+    def _make_realtime(self, core: TurnController, character: Character) -> RealtimeConversation:
+        settings = self._profile.conversation.realtime
+        return RealtimeConversation(
+            core, self._emit, self._conversation, settings, voice=character.realtime_voice or settings.voice,
+            tools=ToolBox(settings.tools, character),
+            api_key=os.environ.get(settings.api_key_env, "") if settings.api_key_env else None,
+        )
+
     def _check_avatar(self, avatar_id: str) -> None:
         try:
             self._idle_engine.idle_frame(avatar_id, 0)  # loads and checks it
@@ -190,6 +208,8 @@ class SessionActor:
             return  # idempotent: a second close (DELETE racing a hang-up) does nothing
         self._close_reason = reason
         log.info("session %s closing: %s", self.id, reason)
+        if self._realtime is not None:
+            await self._realtime.close()
         if self._core is not None:
             await self._core.close()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
@@ -286,28 +306,36 @@ class SessionActor:
 
     async def _say(self, text: str) -> str:
         self._rate_limit()
-        return await self._core.say(self._checked_text(text))
+        speaker = self._realtime or self._core
+        return await speaker.say(self._checked_text(text))
 
     async def _ask(self, text: str) -> str:
         self._rate_limit()
-        return await self._core.ask(self._checked_text(text))
+        speaker = self._realtime or self._core
+        return await speaker.ask(self._checked_text(text))
+
+    async def _interrupt(self) -> bool:
+        return await (self._realtime or self._core).interrupt()
 
     async def interrupt(self, token: str | None) -> dict:
         self._authorize(token)
-        return {"interrupted": await self._core.interrupt()}
+        return {"interrupted": await self._interrupt()}
 
     async def update(self, token: str | None, avatar: str | None, voice: str | None) -> dict:
         """Switch avatar and/or voice. A reply in progress is cut: its frames show the old face."""
         self._authorize(token)
         self._rate_limit()
         core = self._core
+        if voice is not None and self._realtime is not None:
+            raise BadRequest("with the realtime conversation backend the voice is the realtime server's, fixed "
+                             "per session (conversation.realtime.voice, or the character's realtime_voice)")
         if voice is not None:
             voices = await self._stages.tts.voice_ids.remote()
             if voice not in voices:
                 raise InvalidChoice(f"unknown voice {voice!r}; available: {voices}")
         if avatar is not None:
             self._check_avatar(avatar)
-        await core.interrupt()
+        await self._interrupt()
         # A reply started in a pause would answer with the old face or voice; if the pause
         # then ends the utterance, it gets a fresh reply.
         core.discard_speculation()
@@ -334,7 +362,7 @@ class SessionActor:
         return {
             "session_id": self.id,
             "avatar": core.avatar_id if core else self._profile.default_avatar,
-            "voice": core.voice if core else None,
+            "voice": self._realtime.voice if self._realtime else core.voice if core else None,
             "character": self._character.id if self._character else None,
             "connection": self._webrtc.state if self._webrtc else "new",
             "speaking": core is not None and core.speaking,
@@ -361,14 +389,19 @@ class SessionActor:
             return  # a reconnect: no second greeting
         self._greeted = True
         greeting = self._character.greeting if self._character and not self._stream else ""
-        if greeting and not self._core.speaking:
+        if greeting and self._realtime is not None:
+            await self._realtime.greet(greeting)
+        elif greeting and not self._core.speaking:
             await self._core.say(greeting, interrupt=False)
 
     async def disconnected(self, reason: str) -> None:
         await self.close(reason)
 
     async def hear(self, audio: np.ndarray) -> None:
-        await self._listener.push(audio)
+        if self._realtime is not None:
+            await self._realtime.hear(audio)
+        else:
+            await self._listener.push(audio)
 
     async def control(self, raw: str | bytes) -> None:
         """Client -> server messages: mic mode and push-to-talk. Too big, too many or
@@ -394,6 +427,10 @@ class SessionActor:
     async def _command(self, command: Command) -> None:
         """A mic-mode or push-to-talk message, from the data channel or a WebSocket."""
         core, listener = self._core, self._listener
+        if listener is None:  # the realtime server detects turns itself
+            self._refuse("mic modes and push-to-talk are not available with the realtime conversation backend; "
+                         "its server detects when you speak")
+            return
         if isinstance(command, SetMicMode):
             listener.set_mode(command.mode)
             core.discard_speculation()
@@ -530,7 +567,7 @@ class SessionActor:
                 elif isinstance(command, Ask):
                     await self._ask(command.text)
                 elif isinstance(command, Interrupt):
-                    await self._core.interrupt()
+                    await self._interrupt()
                 else:
                     await self._command(command)
             except SessionError as exc:
@@ -541,6 +578,7 @@ class SessionActor:
         """Lip-sync an audio file (int16 mono) instead of a voice; interrupts any reply."""
         self._authorize(token)
         self._rate_limit()
+        await self._interrupt()  # a realtime reply is truncated to what was heard
         return {"turn_id": await self._core.play(audio_chunks(pcm, sample_rate))}
 
     def _authorize_view(self, token: str | None) -> None:

@@ -33,12 +33,14 @@ def build_app(args: dict | None = None) -> Application:
     lipsync = LipSyncDeployment.options(**profile.lipsync.deployment.as_options()).bind(
         profile.lipsync.backend, profile.lipsync.options, profile.avatars_dir
     )
-    asr = ASRDeployment.options(**profile.asr.deployment.as_options()).bind(
-        profile.asr.backend, profile.asr.options
-    )
-    llm = LLMDeployment.options(**profile.llm.deployment.as_options()).bind(
-        profile.llm.backend, profile.llm.options
-    )
+    asr = llm = None  # a realtime server hears and answers in their place
+    if profile.conversation.backend == "pipeline":
+        asr = ASRDeployment.options(**profile.asr.deployment.as_options()).bind(
+            profile.asr.backend, profile.asr.options
+        )
+        llm = LLMDeployment.options(**profile.llm.deployment.as_options()).bind(
+            profile.llm.backend, profile.llm.options
+        )
     manager = SessionManager.options(**profile.session_manager.as_options()).bind(
         profile, tts, lipsync, asr, llm
     )

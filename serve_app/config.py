@@ -468,6 +468,22 @@ def check_character_voices(characters: dict[str, Character], voice_ids: list[str
                               f"offered by the TTS engines (tts in the profile); available: {voice_ids}")
 
 
+def check_realtime(settings: RealtimeSettings, characters: dict[str, Character]) -> None:
+    """What the realtime backend needs before a session starts: its key, and each tool's data."""
+    import os
+
+    from serve_app.engines.realtime.tools import ToolBox
+
+    if settings.api_key_env and not os.environ.get(settings.api_key_env):
+        raise ConfigError(f"conversation.realtime.api_key_env: the variable {settings.api_key_env} is not set "
+                          "(or api_key_env: null for a server without keys)")
+    for character in characters.values():
+        try:
+            ToolBox(settings.tools, character)
+        except ValueError as exc:
+            raise ConfigError(f"conversation.realtime.tools: {exc}") from None
+
+
 def load_characters(directory: Path) -> dict[str, Character]:
     """Every `*.yaml` in the characters folder, keyed by id."""
     characters = {}

@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DH_ADMIN_TOKEN", secrets.token_urlsafe(16))
 # The session-creation key of tests/fixtures/strict.yaml (tests/integration/test_admission.py).
 os.environ.setdefault("DH_TEST_CREATE_KEY", secrets.token_urlsafe(16))
+# The realtime API key the fake Realtime server expects (tests/integration/test_realtime.py).
+os.environ.setdefault("DH_TEST_REALTIME_KEY", secrets.token_urlsafe(16))
 
 
 # The test run's own clients (aiortc peers, a browser) share the machine with the server, so

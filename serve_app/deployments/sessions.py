@@ -7,16 +7,19 @@ from ray import serve
 
 from actors.pool import SessionPool
 from actors.turn_controller import StageHandles
-from serve_app.config import Profile, check_character_voices, load_characters
+from serve_app.config import Profile, check_character_voices, check_realtime, load_characters
 
 
 @serve.deployment(name="SessionManager", num_replicas=1)
 class SessionManager:
-    async def __init__(self, profile: Profile, tts: Any, lipsync: Any, asr: Any, llm: Any) -> None:
+    async def __init__(self, profile: Profile, tts: Any, lipsync: Any, asr: Any | None, llm: Any | None) -> None:
+        """`asr` and `llm`: None with the realtime conversation backend."""
         stages = StageHandles(tts=tts, lipsync=lipsync, asr=asr, llm=llm)
         characters = load_characters(profile.characters_dir)
         self._voices: list[dict] = await tts.voices.remote()
         check_character_voices(characters, [v["id"] for v in self._voices], profile.characters_dir)
+        if profile.conversation.backend == "realtime":
+            check_realtime(profile.conversation.realtime, characters)
         self.pool = SessionPool(profile, characters, stages)
         self.pool.fill()
 
