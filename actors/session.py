@@ -327,8 +327,11 @@ class SessionActor:
         self._rate_limit()
         core = self._core
         if voice is not None and self._realtime is not None:
-            raise BadRequest("with the realtime conversation backend the voice is the realtime server's, fixed "
-                             "per session (conversation.realtime.voice, or the character's realtime_voice)")
+            if voice != self._realtime.voice:
+                raise BadRequest(f"with the realtime conversation backend the voice is the server's "
+                                 f"{self._realtime.voice!r}, fixed per session (conversation.realtime.voice, or "
+                                 "the character's realtime_voice)")
+            voice = None  # already so
         if voice is not None:
             voices = await self._stages.tts.voice_ids.remote()
             if voice not in voices:
@@ -341,8 +344,9 @@ class SessionActor:
         core.discard_speculation()
         core.avatar_id = avatar or core.avatar_id
         core.voice = voice or core.voice
-        self._emit(SessionChanged(avatar=core.avatar_id, voice=core.voice))
-        return {"avatar": core.avatar_id, "voice": core.voice}
+        spoken = self._realtime.voice if self._realtime else core.voice
+        self._emit(SessionChanged(avatar=core.avatar_id, voice=spoken))
+        return {"avatar": core.avatar_id, "voice": spoken}
 
     async def info(self, token: str | None) -> dict:
         self._authorize(token)

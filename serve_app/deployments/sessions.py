@@ -19,7 +19,12 @@ class SessionManager:
         self._voices: list[dict] = await tts.voices.remote()
         check_character_voices(characters, [v["id"] for v in self._voices], profile.characters_dir)
         if profile.conversation.backend == "realtime":
-            check_realtime(profile.conversation.realtime, characters)
+            realtime = profile.conversation.realtime
+            check_realtime(realtime, characters)
+            # The server's voices are what a session speaks with; TTS only says apologies.
+            names = dict.fromkeys([realtime.voice] + [c.realtime_voice for c in characters.values() if c.realtime_voice])
+            self._voices = [{"id": name, "language": None, "backend": "realtime", "engine": "realtime",
+                             "default": name == realtime.voice, "fallback": False} for name in names]
         self.pool = SessionPool(profile, characters, stages)
         self.pool.fill()
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from serve_app.client import SocketSession
+from serve_app.client import ApiError, SocketSession
 from tests.fakes.realtime_server import FakeRealtime
 from tests.fakes.tts_servers import speech
 from tests.integration.test_websocket import speak_into
@@ -97,6 +97,21 @@ async def test_the_greeting_is_the_servers_speech_with_a_moving_mouth(realtime_a
         assert update["audio"]["input"]["turn_detection"] == {"type": "semantic_vad"}
         assert sorted(t["name"] for t in update["tools"]) == ["current_time", "faq_lookup"]
         assert (await session.info())["voice"] == "marin"
+
+
+async def test_voices_are_the_servers_and_the_pipelines_controls_are_refused_with_reasons(realtime_app, http):
+    url, _ = realtime_app
+    voices = (await http.get("/realtime/api/voices")).json()["voices"]
+    assert [(v["id"], v["backend"], v["default"]) for v in voices] == [("marin", "realtime", True)]
+    async with SocketSession(url, face="visemes") as session:
+        await session.start()
+        assert (await session.update(voice="marin"))["voice"] == "marin"
+        with pytest.raises(ApiError) as refused:
+            await session.update(voice="alloy")
+        assert refused.value.status == 400 and "fixed per session" in refused.value.detail
+        await session.send({"type": "mic_mode", "mode": "push_to_talk"})
+        error = await session.wait_event(lambda e: e["type"] == "error" and e["stage"] == "control", 30)
+        assert "server detects when you speak" in error["message"]
 
 
 async def test_barge_in_truncates_the_reply_to_what_the_client_received(realtime_app):
