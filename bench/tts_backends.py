@@ -1,22 +1,23 @@
-"""Our own overhead per TTS backend: the backend's first audio -> the session's first frame sent.
+"""Our own overhead per TTS backend, and the realtime mode's: the backend's first audio ->
+the session's first frame sent.
 
     python bench/tts_backends.py --repeats 10
 
-Every backend runs against its fake server (tests/fakes/tts_servers.py) in this process, so
-the servers' own synthesis time is out of the figure: the clock starts when the fake has
-written a reply's first audio to its socket (time.monotonic(), one clock for all processes
-on Linux) and stops at the session's `first_frame_sent` mark, taken on the session's clock
-as a latency event's offset from the `say` request. Between the two: the backend client
-(websocket / HTTP, MP3 decoding for edge), the Ray stream to the session actor, resampling,
-visemes, the lip-sync call and the first frame's queueing. Piper is the in-process baseline
-(its "first audio" is the TTS stage's own `tts_first_audio` mark).
-Writes bench/results/tts-backends-<timestamp>.json.
+Every backend runs against its fake server (tests/fakes/tts_servers.py, realtime_server.py)
+in this process, so the servers' own synthesis time is out of the figure: the clock starts
+when the fake has written a reply's first audio (a TTS chunk, or a Realtime
+`response.output_audio.delta`) to its socket, and stops when the session made the reply's
+`latency` event, at its first frame sent. Both are wall-clock ms (the event's `t`), one clock
+for every process on the machine. Between the two: the backend client (websocket / HTTP,
+MP3 decoding for edge, base64 for realtime), the Ray stream to the session actor (TTS only:
+the realtime socket ends in the session itself), resampling, visemes, the lip-sync call and
+the first frame's queueing. Piper is the in-process baseline (its "first audio" is the TTS
+stage's own `tts_first_audio` mark). Writes bench/results/tts-backends-<timestamp>.json.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sessions import ROOT, med, pct, r, run_against_server  # noqa: E402
 
 from serve_app.client import AvatarSession  # noqa: E402
+from tests.fakes.realtime_server import FakeRealtime  # noqa: E402
 from tests.fakes.tts_servers import FakeCosyVoice, FakeEdge, FakeOpenAISpeech, FakeSovits  # noqa: E402
 
 SENTENCE = "One two three four five six seven."
@@ -45,46 +47,79 @@ def overrides_for(fakes: dict) -> dict:
     }, "sessions": {"admission": {"enabled": False}}}
 
 
-async def one_turn(session: AvatarSession, fake) -> dict:
-    sent_before = len(fake.first_audio_sent) if fake else 0
-    asked = time.monotonic()
+async def one_turn(session: AvatarSession, fake, sent: list[float] | None) -> dict:
+    """One `say`; `sent`: the fake's list of first-audio times (None: Piper, in process)."""
+    before = len(sent) if sent is not None else 0
     turn_id = await session.say(SENTENCE)
     latency = await session.wait_event(lambda e: e["type"] == "latency" and e["turn_id"] == turn_id, 60)
     await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, 60)
     marks = latency["marks"]
-    out = {"tts_first_audio_ms": marks.get("tts_first_audio"), "first_frame_ms": marks["first_frame_sent"]}
-    if fake is not None and len(fake.first_audio_sent) > sent_before:
-        backend_ms = (fake.first_audio_sent[sent_before] - asked) * 1000
-        out["backend_first_audio_ms"] = backend_ms
-        out["overhead_ms"] = marks["first_frame_sent"] - backend_ms
-        out["to_session_ms"] = marks["tts_first_audio"] - backend_ms
-    else:  # Piper: from the stage's own first audio
-        out["overhead_ms"] = marks["first_frame_sent"] - marks["tts_first_audio"]
-    return out
+    if sent is None:
+        return {"overhead_ms": marks["first_frame_sent"] - marks["tts_first_audio"]}
+    if len(sent) <= before:
+        raise RuntimeError(f"the fake {type(fake).__name__} sent no audio for the turn")
+    return {"overhead_ms": latency["t"] - sent[before]}
+
+
+def stats(turns: list[dict]) -> dict:
+    o = [t["overhead_ms"] for t in turns]
+    return {"overhead_ms_median": r(med(o)), "overhead_ms_p90": r(pct(o, 0.9))}
+
+
+def show(name: str, turns: list[dict]) -> None:
+    figures = stats(turns)
+    print(f"{name:11s} overhead (first backend audio -> first frame sent): median {figures['overhead_ms_median']} ms, "
+          f"p90 {figures['overhead_ms_p90']} ms", flush=True)
+
+
+async def timed_turns(session: AvatarSession, fake, sent, repeats: int) -> list[dict]:
+    await one_turn(session, fake, sent)  # warm: connections, first decode
+    return [await one_turn(session, fake, sent) for _ in range(repeats)]
 
 
 async def run(url: str, args, meter) -> dict:
     fakes = args.fakes
-    session = await AvatarSession(url).start()
     results: dict[str, list[dict]] = {}
+    session = await AvatarSession(url).start()
     try:
         await session.interrupt()
         for voice in [*VOICES, "joe"]:
             backend = VOICES.get(voice, "piper")
             await session.update(voice=voice)
-            await one_turn(session, fakes.get(backend))  # warm: connections, first decode
-            turns = [await one_turn(session, fakes.get(backend)) for _ in range(args.repeats)]
-            results[backend] = turns
-            o = [t["overhead_ms"] for t in turns]
-            print(f"{backend:11s} overhead (first backend audio -> first frame sent): median {med(o):.1f} ms, "
-                  f"p90 {pct(o, 0.9):.1f} ms; to the session: "
-                  f"{r(med([t.get('to_session_ms') for t in turns if t.get('to_session_ms') is not None]))} ms",
-                  flush=True)
+            fake = fakes.get(backend)
+            results[backend] = await timed_turns(session, fake, fake.first_audio_at_ms if fake else None,
+                                                 args.repeats)
+            show(backend, results[backend])
     finally:
         await session.close()
-    summary = {b: {"overhead_ms_median": r(med([t["overhead_ms"] for t in ts])),
-                   "overhead_ms_p90": r(pct([t["overhead_ms"] for t in ts], 0.9))} for b, ts in results.items()}
+    results["realtime"] = await realtime_turns(url, args)
+    show("realtime", results["realtime"])
+    summary = {name: stats(turns) for name, turns in results.items()}
     return {"sentence": SENTENCE, "repeats": args.repeats, "summary": summary, "turns": results}
+
+
+async def realtime_turns(url: str, args) -> list[dict]:
+    """The realtime profile as a second app on the same cluster, against the fake server."""
+    import asyncio
+
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    fake = FakeRealtime().start()
+    overrides = {"conversation": {"realtime": {"url": fake.ws_url, "api_key_env": None}},
+                 "sessions": {"warm_pool": 0, "admission": {"enabled": False}}}
+    app = build_app({"profile": "configs/realtime.yaml", "overrides": overrides})
+    await asyncio.to_thread(run_app, app, "realtime", "/realtime", timeout_s=120)
+    session = await AvatarSession(f"{url}/realtime").start()
+    try:
+        await session.interrupt()
+        return await timed_turns(session, fake, fake.first_delta_at_ms, args.repeats)
+    finally:
+        await session.close()
+        await asyncio.to_thread(serve.delete, "realtime")
+        fake.stop()
 
 
 def main() -> None:

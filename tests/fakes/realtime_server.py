@@ -66,7 +66,7 @@ class FakeRealtime(FakeServer):
         self.transcripts: deque[str] = deque()  # what the next utterances said
         self.events: list[dict] = []  # every client event, in order (all connections)
         self.connections: list[_Connection] = []
-        self.first_delta_sent: list[float] = []  # time.monotonic() of each response's first audio
+        self.first_delta_at_ms: list[float] = []  # each response's first audio, wall-clock ms (events' `t`)
         self._ids = itertools.count(1)
 
     def routes(self) -> list[web.RouteDef]:
@@ -220,7 +220,7 @@ class FakeRealtime(FakeServer):
                 if n == 3 and misbehave == "hang":
                     await asyncio.Event().wait()
                 if n == 0:
-                    self.first_delta_sent.append(time.monotonic())
+                    self.first_delta_at_ms.append(time.time() * 1000)
                 piece = audio[start:start + DELTA_SAMPLES].tobytes()
                 await self._send(conn, {"type": names["audio"], "response_id": response_id, "item_id": item_id,
                                         "output_index": 0, "content_index": 0,

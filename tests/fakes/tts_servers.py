@@ -55,7 +55,8 @@ class FakeServer:
         self.delay_s = delay_s
         self.hold: threading.Event | None = None
         self.requests: list[dict] = []
-        self.first_audio_sent: list[float] = []  # time.monotonic() of each request's first audio
+        # When each request's first audio was written, wall-clock ms: the clock of events' `t`.
+        self.first_audio_at_ms: list[float] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
@@ -103,7 +104,7 @@ class FakeServer:
             await asyncio.sleep(self.delay_s)
 
     async def after_first_audio(self) -> None:
-        self.first_audio_sent.append(time.monotonic())
+        self.first_audio_at_ms.append(time.time() * 1000)
         if self.hold is not None:
             await asyncio.to_thread(self.hold.wait, 30)
 

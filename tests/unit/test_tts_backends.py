@@ -75,7 +75,7 @@ async def test_audio_streams_before_the_sentence_is_done(backend):
         got_first = time.monotonic()
         fake.hold.set()
         rest = await collect(stream)
-    assert got_first < time.monotonic() and fake.first_audio_sent  # before the rest was sent
+    assert got_first < time.monotonic() and fake.first_audio_at_ms  # before the rest was sent
     chunks = [first, *rest]
     assert len(chunks) >= 3 and {c.sample_rate for c in chunks} == {rate}
     total_s = sum(len(c.samples) for c in chunks) / rate
