@@ -108,8 +108,10 @@ async def realtime_turns(url: str, args) -> list[dict]:
     from serve_app.local_cluster import run_app
 
     fake = FakeRealtime().start()
+    free = {"ray_actor_options": {"num_cpus": 0}}  # beside the first app, on the same 2 cores
     overrides = {"conversation": {"realtime": {"url": fake.ws_url, "api_key_env": None}},
-                 "sessions": {"warm_pool": 0, "admission": {"enabled": False}}}
+                 "sessions": {"warm_pool": 0, "actor_num_cpus": 0, "admission": {"enabled": False}},
+                 "tts": {"deployment": free}, "lipsync": {"deployment": free}, "ingress": free}
     app = build_app({"profile": "configs/realtime.yaml", "overrides": overrides})
     await asyncio.to_thread(run_app, app, "realtime", "/realtime", timeout_s=120)
     session = await AvatarSession(f"{url}/realtime").start()
