@@ -108,6 +108,7 @@ class RealtimeConversation:
         self._reader: asyncio.Task | None = None
         self._connecting: asyncio.Task | None = None
         self._loss: str | None = None  # why we closed the socket ourselves
+        self._closing: asyncio.Task | None = None
         self._retry_at = 0.0
         self._retry_s = settings.retry_after_s
         self._reported = False  # this outage was told to the client
@@ -234,7 +235,7 @@ class RealtimeConversation:
         """Give up on the connection (a stalled reply): the reader reports it as lost."""
         if self._socket is not None:
             self._loss = reason
-            asyncio.get_running_loop().create_task(self._socket.close())
+            self._closing = asyncio.get_running_loop().create_task(self._socket.close())  # keep a reference
 
     async def _read(self, socket) -> None:
         reason = "the server closed the connection"
