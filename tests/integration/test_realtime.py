@@ -80,6 +80,16 @@ async def greeted(session: SocketSession) -> str:
     return turn_id
 
 
+async def greeted_then_asked(session: SocketSession, fake: FakeRealtime, question: str) -> tuple[str, str]:
+    """Start the session, hear the greeting out, then ask `question` aloud: the greeting's and
+    the answer's turn ids, once the answer speaks."""
+    fake.transcripts.append(question)
+    await session.start()
+    greeting = await greeted(session)
+    await speak_into(session, voice(), silence_s=0.6)
+    return greeting, await started_speaking(session, {greeting})
+
+
 async def test_the_greeting_is_the_servers_speech_with_a_moving_mouth(realtime_app):
     url, fake = realtime_app
     async with SocketSession(url, face="visemes") as session:
@@ -116,12 +126,8 @@ async def test_voices_are_the_servers_and_the_pipelines_controls_are_refused_wit
 
 async def test_barge_in_truncates_the_reply_to_what_the_client_received(realtime_app):
     url, fake = realtime_app
-    fake.transcripts.append("Tell me about words.")
     async with SocketSession(url, face="visemes") as session:
-        await session.start()
-        greeting = await greeted(session)
-        await speak_into(session, voice(), silence_s=0.6)
-        answer = await started_speaking(session, {greeting})
+        greeting, answer = await greeted_then_asked(session, fake, "Tell me about words.")
         transcript = await session.wait_event(lambda e: e["type"] == "user_transcript", 30)
         assert (transcript["turn_id"], transcript["text"]) == (answer, "Tell me about words.")
         await session.wait_until(lambda s: len(turn_frames(s, answer)) >= 40, 30)  # 1.6 s of it heard
@@ -138,13 +144,9 @@ async def test_barge_in_truncates_the_reply_to_what_the_client_received(realtime
 
 async def test_a_tool_call_round_trips_and_its_answer_is_spoken(realtime_app):
     url, fake = realtime_app
-    fake.transcripts.append("What time is it?")
     async with SocketSession(url, face="visemes") as session:
-        await session.start()
-        greeting = await greeted(session)
         asked = dt.datetime.now(dt.timezone.utc)
-        await speak_into(session, voice(), silence_s=0.6)
-        answer = await started_speaking(session, {greeting})
+        _, answer = await greeted_then_asked(session, fake, "What time is it?")
         assert (await ended(session, answer))["interrupted"] is False
         [output] = [e for e in fake.of_type("conversation.item.create")
                     if e["item"]["type"] == "function_call_output"][-1:]
