@@ -209,17 +209,26 @@ class TTSSettings(StageSettings):
 
     def all_engines(self) -> dict[str, EngineSpec]:
         """Every engine by name: the first is `backend`'s (named after it), and the fallback
-        is "fallback" unless it is one of the others (then it is shared)."""
+        is "fallback" unless another engine can be it (then it is shared)."""
         main = EngineSpec(backend=self.backend, options=self.options)
         engines = {self.backend: main, **self.engines}
-        if self.fallback is not None and self.fallback not in engines.values():
+        if self.fallback is not None and self._shared_fallback(engines) is None:
             engines["fallback"] = self.fallback
         return engines
 
     def fallback_engine(self) -> str | None:
         if self.fallback is None:
             return None
-        return next(name for name, spec in self.all_engines().items() if spec == self.fallback)
+        return self._shared_fallback(self.all_engines()) or "fallback"
+
+    def _shared_fallback(self, engines: dict[str, EngineSpec]) -> str | None:
+        """The engine that is the fallback already: one equal to it, or, for a fallback
+        without options (the default Piper), one of its backend (Piper on CUDA, say): two
+        engines offering the same voices would clash."""
+        for name, spec in engines.items():
+            if spec == self.fallback or (not self.fallback.options and spec.backend == self.fallback.backend):
+                return name
+        return None
 
 
 class LipSyncSettings(StageSettings):

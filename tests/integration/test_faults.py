@@ -66,7 +66,10 @@ async def test_replica_killed_mid_turn_costs_at_most_that_turn(app_url, bystande
         for error in errors:  # the turn may also have finished before the replica went
             assert error["stage"] == stage and error["turn_id"] == turn_id, error
             assert not any(word in error["message"] for word in RAY_INSIDES), error
-        if errors and stage != "llm":  # nothing more of a reply that lost its voice or face
+        # Nothing more of a reply that lost its face, or its voice with no fallback voice left
+        # (a TTS error saying the fallback goes on may be followed by the rest of the reply).
+        final = [e for e in errors if "the fallback voice goes on" not in e["message"]]
+        if final and stage != "llm":
             assert end["interrupted"] is True
         await speaks_again(session, "I am back.")
         assert (await session.info())["connection"] == "connected"  # the same session lived on

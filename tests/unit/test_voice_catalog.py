@@ -165,3 +165,16 @@ def test_the_mouth_rests_between_words_even_where_the_audio_is_loud():
     plain = VisemeTrack()
     plain.push(AudioChunk(loud, rate))
     assert "X" not in plain.visemes(0, 25)  # without timings the audio alone decides
+
+
+def test_the_default_fallback_shares_an_engine_of_its_backend():
+    """configs/gpu.yaml runs Piper with options (device: auto): the default fallback (Piper,
+    no options) is that engine, not a second one offering the same voices."""
+    from serve_app.config import TTSSettings, load_profile
+
+    gpu = load_profile("configs/gpu.yaml").tts
+    assert gpu.options and list(gpu.all_engines()) == ["piper"] and gpu.fallback_engine() == "piper"
+    edge = TTSSettings(backend="edge", options={"voices": ["en-US-AriaNeural"]})
+    assert list(edge.all_engines()) == ["edge", "fallback"] and edge.fallback_engine() == "fallback"
+    own = TTSSettings(fallback={"backend": "piper", "options": {"voice_name": "backup"}}, options={"device": "cpu"})
+    assert list(own.all_engines()) == ["piper", "fallback"]  # a fallback with options of its own stays apart
