@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 RemoteSession = ray.remote(SessionActor)
 CLOSE_TIMEOUT_S = 5.0
 MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used dropped)
-ACTOR_CALL_TIMEOUT_S = 30.0  # starting or activating a session actor (~1 s when healthy)
+ACTOR_CALL_TIMEOUT_S = 30.0  # activating a started session actor (~1 s when healthy)
 STATS_TIMEOUT_S = 5.0  # asking a live session what it shows
 LOAD_TIMEOUT_S = 2.0  # a session that cannot say its load this fast is overloaded itself
 
@@ -83,9 +83,13 @@ class SessionPool:
         try:
             session_id, handle = self._spawn()
             try:
-                await asyncio.wait_for(handle.ready.remote(), ACTOR_CALL_TIMEOUT_S)
-            except BaseException:
+                await asyncio.wait_for(handle.ready.remote(), self._settings.start_timeout_s)
+            except BaseException as exc:
                 ray.kill(handle, no_restart=True)  # never leave a half-started actor behind
+                if isinstance(exc, TimeoutError):
+                    raise CapacityError(
+                        f"no room for a new session within {self._settings.start_timeout_s:g} s (the cluster has "
+                        "no free capacity for its actor); retry later", self._settings.retry_after_s) from None
                 raise
             return session_id, handle
         finally:

@@ -101,6 +101,9 @@ class SessionSettings(_Strict):
     max_sessions: int = Field(4, ge=1)
     warm_pool: int = Field(1, ge=0)
     actor_num_cpus: float = Field(0.1, ge=0)
+    # How long a session request waits for its actor to be placed and started (on a cluster:
+    # the autoscaler starting a node); then 503 with Retry-After, and nothing is left behind.
+    start_timeout_s: float = Field(30.0, gt=0)
     # A session whose peer never connects, or that sees no request for this long, is removed.
     connect_timeout_s: float = Field(30.0, gt=0)
     idle_ttl_s: float = Field(900.0, gt=0)

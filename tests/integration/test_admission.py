@@ -154,3 +154,31 @@ async def test_sessions_beyond_the_measured_capacity_get_503_until_one_ends(busy
     again = AvatarSession(busy_url)
     await again.create()  # none admitted: the next one is let in
     await again.close()
+
+
+async def test_a_session_with_no_room_for_its_actor_gets_503_and_leaves_nothing(app_url):
+    """No node can place the actor (it asks for more CPUs than the cluster has): the request
+    waits start_timeout_s, then 503 with Retry-After, and the pending actor is gone."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.config import SESSION_NAMESPACE
+    from serve_app.local_cluster import run_app
+
+    overrides = {"sessions": {"warm_pool": 0, "actor_num_cpus": 64, "start_timeout_s": 2, "retry_after_s": 7,
+                              "create_token_env": None, "max_sessions_per_client": None,
+                              "creations_per_min_per_client": None}}
+    await asyncio.to_thread(run_app, build_app({"profile": "tests/fixtures/strict.yaml", "overrides": overrides}),
+                            "roomless", "/roomless", timeout_s=120)
+    try:
+        before = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == SESSION_NAMESPACE}
+        error = await refused(f"{app_url}/roomless", None)
+        assert error.status == 503 and error.headers["Retry-After"] == "7"
+        assert "no room for a new session within 2 s" in error.detail
+        after = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == SESSION_NAMESPACE}
+        assert after <= before  # the actor that never started was killed
+    finally:
+        await asyncio.to_thread(serve.delete, "roomless")
