@@ -89,6 +89,14 @@ class Voice:
     language: str | None = None
 
 
+def chosen_voice(voice: str | None, configured, backend: str) -> str:
+    """`voice`, or the first configured one when None; an unknown one is a ValueError."""
+    name = voice or next(iter(configured))
+    if name not in configured:
+        raise ValueError(f"unknown {backend} voice {name!r}; configured: {list(configured)}")
+    return name
+
+
 class TTSUnavailable(RuntimeError):
     """A TTS backend failed or timed out; the message (for people) names it, never a key."""
 

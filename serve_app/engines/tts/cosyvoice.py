@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import DEFAULT_STYLE, AudioChunk, TTSUnavailable, Voice, VoiceStyle
+from .base import AudioChunk, DEFAULT_STYLE, TTSUnavailable, Voice, VoiceStyle, chosen_voice
 from .remote import PcmChunks, RemoteOptions, posted
 
 RATE_HEADER = "X-Custom-Header-sampleRate"
@@ -68,9 +68,7 @@ class CosyVoiceTTS:
 
     async def stream(self, text: str, voice: str | None = None,
                      style: VoiceStyle = DEFAULT_STYLE) -> AsyncIterator[AudioChunk]:
-        name = voice or next(iter(self.options.voices))
-        if name not in self.options.voices:
-            raise ValueError(f"unknown CosyVoice voice {name!r}; configured: {list(self.options.voices)}")
+        name = chosen_voice(voice, self.options.voices, "CosyVoice")
         spec = self.options.voices[name]
         prefix = "/stream" if self.options.stream else ""
         files = None

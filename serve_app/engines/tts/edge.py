@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from .base import DEFAULT_STYLE, AudioChunk, TTSUnavailable, Voice, VoiceStyle, WordSpan
+from .base import AudioChunk, DEFAULT_STYLE, TTSUnavailable, Voice, VoiceStyle, WordSpan, chosen_voice
 from .remote import CHUNK_S, FIRST_CHUNK_S, RemoteOptions, within
 
 _INSTALL = "pip install -e '.[voices]'"
@@ -90,9 +90,7 @@ class EdgeTTS:
         import edge_tts
 
         o = self.options
-        name = voice or o.voices[0]
-        if name not in o.voices:
-            raise ValueError(f"unknown edge voice {name!r}; configured: {o.voices}")
+        name = chosen_voice(voice, o.voices, "edge")
         seconds = max(1, math.ceil(o.timeout_s))  # edge-tts takes whole seconds
         communicate = edge_tts.Communicate(
             text, name, **prosody(style), boundary="WordBoundary", proxy=o.proxy,

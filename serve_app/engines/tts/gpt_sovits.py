@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import DEFAULT_STYLE, AudioChunk, Voice, VoiceStyle
+from .base import AudioChunk, DEFAULT_STYLE, Voice, VoiceStyle, chosen_voice
 from .remote import PcmChunks, RemoteOptions, WavStream, posted
 
 
@@ -52,9 +52,7 @@ class GPTSoVITSTTS:
 
     def request(self, text: str, voice: str | None, style: VoiceStyle) -> dict[str, Any]:
         """The /tts body for `text` in `voice`."""
-        name = voice or next(iter(self.options.voices))
-        if name not in self.options.voices:
-            raise ValueError(f"unknown GPT-SoVITS voice {name!r}; configured: {list(self.options.voices)}")
+        name = chosen_voice(voice, self.options.voices, "GPT-SoVITS")
         return {
             **self.options.extra,
             **self.options.voices[name].model_dump(),

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from ..openai_errors import describe, short
-from .base import DEFAULT_STYLE, AudioChunk, TTSUnavailable, Voice, VoiceStyle
+from .base import AudioChunk, DEFAULT_STYLE, TTSUnavailable, Voice, VoiceStyle, chosen_voice
 from .remote import PcmChunks, RemoteOptions, within
 
 _INSTALL = "pip install -e '.[voices]'"
@@ -56,9 +56,7 @@ class OpenAITTS:
         import openai
 
         o = self.options
-        name = voice or o.voices[0]
-        if name not in o.voices:
-            raise ValueError(f"unknown OpenAI voice {name!r}; configured: {o.voices}")
+        name = chosen_voice(voice, o.voices, "OpenAI")
         extra = {"instructions": o.instructions} if o.instructions else {}
         pcm = PcmChunks(o.sample_rate, style, text)
         try:
