@@ -58,7 +58,6 @@ class _Reply:
         self.turn: Turn | None = None
         self.words: list[str] = []
         self.trimmed = 0  # leading silence dropped before playout, samples
-        self.complete = False  # response.done came
         self.cut = False  # barged in: the rest of its audio is unwanted
         self.truncated = False  # the server was told what was heard of it
 
@@ -366,7 +365,6 @@ class RealtimeConversation:
         if reply is None:
             return
         self._reply = None
-        reply.complete = True
         reply.audio.put_nowait(None)
         if event.status == "failed":
             self._emit(Error(stage="realtime", turn_id=reply.turn_id,
