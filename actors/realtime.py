@@ -42,6 +42,7 @@ MIC_BATCH = rt.RATE // 25  # mic audio goes out in 40 ms messages
 MAX_PENDING_MIC = 5 * rt.RATE  # mic audio kept while (re)connecting: the last 5 s
 MAX_REPLY_S = 300.0  # reply audio buffered ahead of playout (servers send faster than real time)
 MAX_MESSAGE_BYTES = 2**24
+CLOSE_TIMEOUT_S = 2.0  # a session ending waits this long at most for the server to close in turn
 
 
 class _Reply:
@@ -197,7 +198,8 @@ class RealtimeConversation:
         url = f"{s.url}{'&' if '?' in s.url else '?'}model={quote(s.model)}"
         try:
             socket = await asyncio.wait_for(
-                websockets.connect(url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES, open_timeout=None),
+                websockets.connect(url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES, open_timeout=None,
+                                   close_timeout=CLOSE_TIMEOUT_S),
                 s.connect_timeout_s)
             await socket.send(json.dumps(rt.session_update(
                 s.protocol, instructions=self._conversation.character.system_prompt, voice=self.voice,
