@@ -344,9 +344,15 @@ class SessionActor:
         core.discard_speculation()
         core.avatar_id = avatar or core.avatar_id
         core.voice = voice or core.voice
-        spoken = self._realtime.voice if self._realtime else core.voice
-        self._emit(SessionChanged(avatar=core.avatar_id, voice=spoken))
-        return {"avatar": core.avatar_id, "voice": spoken}
+        self._emit(SessionChanged(avatar=core.avatar_id, voice=self._voice))
+        return {"avatar": core.avatar_id, "voice": self._voice}
+
+    @property
+    def _voice(self) -> str | None:
+        """The voice the session speaks with: the realtime server's, or its TTS voice."""
+        if self._realtime is not None:
+            return self._realtime.voice
+        return self._core.voice if self._core else None
 
     async def info(self, token: str | None) -> dict:
         self._authorize(token)
@@ -366,7 +372,7 @@ class SessionActor:
         return {
             "session_id": self.id,
             "avatar": core.avatar_id if core else self._profile.default_avatar,
-            "voice": self._realtime.voice if self._realtime else core.voice if core else None,
+            "voice": self._voice,
             "character": self._character.id if self._character else None,
             "connection": self._webrtc.state if self._webrtc else "new",
             "speaking": core is not None and core.speaking,
