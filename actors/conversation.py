@@ -32,12 +32,17 @@ class Conversation:
     one, and sliding the window by one turn would change every token after the system prompt.
     """
 
-    def __init__(self, character: Character, max_turns: int, session: str | None = None) -> None:
+    def __init__(self, character: Character, max_turns: int, session: str | None = None,
+                 history: list[dict[str, str]] | None = None,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        """`history`: a resumed session's (from the store); `on_change` is called after each
+        recorded exchange (the session writes its record through to the store)."""
         self.character = character
         self.session = session  # the session's id: server-side conversations (Dify) stay apart
         self._max_messages = 2 * max_turns
         self._keep_messages = 2 * max(1, max_turns // 2) if max_turns else 0
-        self._history: list[dict[str, str]] = []
+        self._history: list[dict[str, str]] = list(history or [])[-self._max_messages:] if max_turns else []
+        self._on_change = on_change
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
         return self.prefix() + [{"role": "user", "content": user_text}]
@@ -56,6 +61,11 @@ class Conversation:
         ]
         if len(self._history) > self._max_messages:
             del self._history[: len(self._history) - self._keep_messages]
+        self._on_change()
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        return list(self._history)
 
     def __len__(self) -> int:
         return len(self._history) // 2

@@ -4,7 +4,13 @@ A session actor is a separate process that takes about a second to start, so a f
 warm. Each actor is named `session:<id>` in the `digital_human` namespace, so any ingress
 replica can reach it by id. The pool enforces the session cap, keeps only token hashes, and
 awaits each active actor's `wait_closed()`: whatever ends a session (DELETE, the peer leaving,
-a TTL), its actor is then killed, so no process or peer connection outlives it.
+a TTL), its actor is then killed and its stored record deleted, so no process or peer
+connection outlives it.
+
+No state lives only here. Session actors are detached: when this replica dies they go on
+streaming, and the restarted pool finds them by name (`adopt`). Each actor writes its
+conversation to the session store (actors/store.py); when an actor dies, its record is kept
+`store.resume_ttl_s`, and `resume` starts a new actor with it for the client's token.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from actors.errors import CapacityError, InvalidChoice, RateLimited, SessionForb
 from actors.metrics import sessions_gauge
 from actors.rate_limit import TokenBucket
 from actors.session import SessionActor, actor_name, token_hash
+from actors.store import open_store
 from actors.turn_controller import StageHandles
 from serve_app.config import SESSION_NAMESPACE, Character, Profile
 
@@ -50,8 +57,11 @@ class _Active:
 
 
 class SessionPool:
-    def __init__(self, profile: Profile, characters: dict[str, Character], stages: StageHandles) -> None:
+    def __init__(self, profile: Profile, characters: dict[str, Character], stages: StageHandles,
+                 owner: str = "") -> None:
+        """`owner`: the Serve app's name; a restarted pool takes over only its own sessions."""
         self._profile = profile
+        self._owner = owner
         self._settings = profile.sessions
         self._characters = characters
         self._stages = stages
@@ -65,23 +75,34 @@ class SessionPool:
         self._overload: str | None = None  # why sessions are refused now (admission)
         self._free_cores: float | None = None
         self._loads: dict[str, SessionLoad | None] = {}
+        self._store = open_store(profile.store)
+        self._resuming: dict[str, asyncio.Task] = {}  # by session id: one new actor per resume
+        self._closing = False
+
+    async def start(self) -> None:
+        """Check the store, take over the sessions a previous replica left running, fill up."""
+        await self._store.check()
+        await self._adopt()
+        self.fill()
 
     # --- warm pool ---------------------------------------------------------------------
-    def _spawn(self) -> tuple[str, Any]:
-        session_id = uuid.uuid4().hex
+    def _spawn(self, session_id: str | None = None) -> tuple[str, Any]:
+        session_id = session_id or uuid.uuid4().hex
         handle = RemoteSession.options(
             name=actor_name(session_id),
             namespace=SESSION_NAMESPACE,
+            lifetime="detached",  # outlives this replica; killed when its session ends
             num_cpus=self._settings.actor_num_cpus,
+            resources={slot: 1} if (slot := self._settings.slot_resource) else {},
             max_concurrency=64,
             max_restarts=0,
-        ).remote(session_id, self._profile, self._stages)
+        ).remote(session_id, self._profile, self._stages, self._owner)
         return session_id, handle
 
-    async def _start_one(self) -> tuple[str, Any]:
+    async def _start_one(self, session_id: str | None = None) -> tuple[str, Any]:
         self._starting += 1
         try:
-            session_id, handle = self._spawn()
+            session_id, handle = self._spawn(session_id)
             try:
                 await asyncio.wait_for(handle.ready.remote(), self._settings.start_timeout_s)
             except BaseException as exc:
@@ -98,6 +119,8 @@ class SessionPool:
     def fill(self) -> None:
         """Top the warm pool up in the background (never beyond what the cap can use), and
         keep the admission's measurements going."""
+        if self._closing:
+            return  # detached actors started now would outlive this replica
         loop = asyncio.get_running_loop()
         if self._fill_task is None or self._fill_task.done():
             self._fill_task = loop.create_task(self._fill())
@@ -143,6 +166,17 @@ class SessionPool:
         return {"enabled": self._settings.admission.enabled, "accepting": self._overload is None,
                 "reason": self._overload, "free_cores": self._free_cores,
                 "missed_frames": sum(load.missed_frames for load in self._loads.values() if load)}
+
+    async def capacity(self) -> dict:
+        """Room for sessions on the cluster now: with `sessions.slot_resource`, the slots of
+        the live nodes and how many are free (the autoscaler adds nodes for sessions that
+        wait); `waiting`: session actors waiting to be placed."""
+        out: dict = {"max_sessions": self._settings.max_sessions, "waiting": self._starting}
+        if slot := self._settings.slot_resource:
+            total, free = await asyncio.to_thread(
+                lambda: (ray.cluster_resources().get(slot, 0), ray.available_resources().get(slot, 0)))
+            out.update(slot_resource=slot, slots=int(total), slots_free=int(free))
+        return out
 
     def _report(self) -> None:
         sessions_gauge().set(len(self._active), tags={"state": "active"})
@@ -199,8 +233,8 @@ class SessionPool:
             token = secrets.token_urlsafe(32)
             try:
                 info = await asyncio.wait_for(handle.activate.remote(
-                    token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id], stream
-                ), ACTOR_CALL_TIMEOUT_S)
+                    token_hash(token), avatar or self._profile.default_avatar, self._characters[character_id], stream,
+                    client), ACTOR_CALL_TIMEOUT_S)
             except InvalidChoice:
                 self._warm.append((session_id, handle))  # refused before any change: reuse it
                 raise
@@ -214,13 +248,91 @@ class SessionPool:
                 raise
         finally:
             self._creating -= 1
-        active = _Active(handle, token_hash(token), client, created=time.monotonic())
-        self._active[session_id] = active
-        active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
+        self._track(session_id, _Active(handle, token_hash(token), client, created=time.monotonic()))
         self.fill()
-        self._report()
         log.info("session %s created (%d active)", session_id, len(self._active))
         return {**info, "token": token}
+
+    def _track(self, session_id: str, active: _Active) -> None:
+        self._active[session_id] = active
+        active.reaper = asyncio.get_running_loop().create_task(self._reap(session_id, active))
+        self._report()
+
+    async def resume(self, session_id: str, token: str | None) -> None:
+        """A client reconnects to a session whose actor died: a new actor goes on from the
+        stored record (history, avatar, voice, age). Nothing to do if the actor lives."""
+        task = self._resuming.get(session_id)
+        if task is None:  # two reconnects at once share one new actor
+            task = self._resuming[session_id] = asyncio.get_running_loop().create_task(self._resume(session_id, token))
+            task.add_done_callback(lambda _: self._resuming.pop(session_id, None))
+        await asyncio.shield(task)
+
+    async def _resume(self, session_id: str, token: str | None) -> None:
+        active = self._active.get(session_id)
+        if active is not None:
+            if await self._alive(active):
+                return
+            await self._drop(session_id, active, lost=True)
+        record = await self._store.get(session_id)
+        if record is None:
+            raise SessionNotFound(f"session {session_id} not found (it has ended)")
+        if not token or not hmac.compare_digest(token_hash(token), record.token_hash):
+            raise SessionForbidden()
+        character = self._characters.get(record.character)
+        if character is None:
+            raise SessionNotFound(f"session {session_id} cannot be resumed: its character {record.character!r} "
+                                  "is no longer configured")
+        if len(self._active) + self._creating >= self._settings.max_sessions:
+            raise CapacityError(f"all {self._settings.max_sessions} sessions are in use; retry later",
+                                self._settings.retry_after_s)
+        self._creating += 1
+        try:
+            _, handle = await self._start_one(session_id)
+            try:
+                await asyncio.wait_for(handle.activate.remote(
+                    record.token_hash, record.avatar, character, record.stream, record.client, record),
+                    ACTOR_CALL_TIMEOUT_S)
+            except BaseException:
+                ray.kill(handle, no_restart=True)
+                raise
+        finally:
+            self._creating -= 1
+        self._track(session_id, _Active(handle, record.token_hash, record.client, created=time.monotonic()))
+        log.info("session %s resumed on a new actor (%d exchanges of history)", session_id, len(record.history) // 2)
+
+    @staticmethod
+    async def _alive(active: _Active) -> bool:
+        try:
+            await asyncio.wait_for(active.handle.describe.remote(), STATS_TIMEOUT_S)
+            return True
+        except Exception:
+            return False
+
+    async def _adopt(self) -> None:
+        """After this replica restarted: the session actors the previous one left running
+        (detached, found by name) are this pool's again."""
+        named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        names = [a["name"] for a in named if a["namespace"] == SESSION_NAMESPACE and a["name"].startswith("session:")]
+
+        async def describe(name: str) -> tuple[Any, dict] | None:
+            try:
+                handle = ray.get_actor(name, namespace=SESSION_NAMESPACE)
+                return handle, await asyncio.wait_for(handle.describe.remote(), STATS_TIMEOUT_S)
+            except Exception:
+                return None  # it ended meanwhile, is dying, or was never placed
+
+        for name, found in zip(names, await asyncio.gather(*(describe(n) for n in names))):
+            if found is None or found[1]["owner"] != self._owner:
+                continue  # gone, or another app's session
+            handle, state = found
+            if not state["active"]:  # a warm actor: fill() makes fresh ones
+                ray.kill(handle, no_restart=True)
+                continue
+            created = time.monotonic() - state["age_s"]  # its lifetime, on this process's clock
+            self._track(name.removeprefix("session:"),
+                        _Active(handle, state["token_hash"], state["client"], created=created))
+        if self._active:
+            log.info("took over %d live session(s)", len(self._active))
 
     async def delete(self, session_id: str, token: str | None) -> None:
         active = self._active.get(session_id)
@@ -233,17 +345,21 @@ class SessionPool:
         await self._drop(session_id, active)
 
     async def _reap(self, session_id: str, active: _Active) -> None:
-        """Waits for the session to end by itself (peer gone, TTL) and removes it."""
+        """Waits for the session to end by itself (peer gone, TTL) and removes it; an actor
+        that died instead leaves its record resumable."""
         try:
             reason = await active.handle.wait_closed.remote()
+            lost = False
         except asyncio.CancelledError:
             return
         except Exception as exc:  # the actor died
-            reason = f"actor died: {exc.__class__.__name__}"
+            reason, lost = f"actor died: {exc.__class__.__name__}; resumable for store.resume_ttl_s", True
         log.info("session %s ended: %s", session_id, reason)
-        await self._drop(session_id, active)
+        await self._drop(session_id, active, lost)
 
-    async def _drop(self, session_id: str, active: _Active) -> None:
+    async def _drop(self, session_id: str, active: _Active, lost: bool = False) -> None:
+        """`lost`: the actor died (or is being shut down with this replica), the session did
+        not end: its record stays `store.resume_ttl_s` for the client to resume it."""
         if self._active.get(session_id) is not active:
             return
         del self._active[session_id]
@@ -252,6 +368,13 @@ class SessionPool:
         ray.kill(active.handle, no_restart=True)
         self._report()
         self.fill()
+        try:
+            if lost:
+                await self._store.expire(session_id, self._profile.store.resume_ttl_s)
+            else:
+                await self._store.delete(session_id)
+        except Exception as exc:
+            log.warning("session %s: the session store failed (%s)", session_id, exc.__class__.__name__)
 
     async def sessions_using(self, avatar_id: str) -> int:
         """How many live sessions show `avatar_id` now (asked of each actor: only for the
@@ -266,10 +389,13 @@ class SessionPool:
         return sum(1 for a in avatars if a == avatar_id)
 
     async def shutdown(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
+        self._closing = True
+        for task in (self._monitor, self._fill_task):
+            if task is not None:
+                task.cancel()  # a warm actor being started is killed (_start_one)
         for session_id, active in list(self._active.items()):
-            await self._drop(session_id, active)
+            await self._drop(session_id, active, lost=True)  # a redeploy: clients may resume
         for _, handle in self._warm:
             ray.kill(handle, no_restart=True)
         self._warm.clear()
+        await self._store.close()

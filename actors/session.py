@@ -5,10 +5,13 @@ turn controller (actors/turn_controller.py, the core: no Ray, no aiortc), the mi
 and the transports that reach the client (actors/transports/). Requests are authorised and
 rate-limited here, then handed to the core; events from the core go to every transport.
 
-The actor is started ahead of time in a warm pool (named `session:<id>`), then activated with
-the session's token hash, avatar and character. It ends itself when the peer disconnects, when
-no peer connects in time, or after an idle TTL; the session manager awaits `wait_closed()` and
-then kills the process, so nothing outlives a session.
+The actor is started ahead of time in a warm pool (named `session:<id>`, detached: it does not
+die with the session manager's replica), then activated with the session's token hash, avatar
+and character, or with a stored record to resume a session whose actor died. It writes its
+record through to the session store (actors/store.py) whenever the conversation, avatar or
+voice changes. It ends itself when the peer disconnects, when no peer connects in time, or
+after an idle TTL; the session manager awaits `wait_closed()` and then kills the process, so
+nothing outlives a session.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from actors.listener import MicListener
 from actors.metrics import FrameCounters, record_marks, speculative_replies
 from actors.realtime import RealtimeConversation
 from actors.rate_limit import TokenBucket
+from actors.store import RecordWriter, SessionRecord, open_store
 from actors.transports.base import Transport
 from actors.transports.webrtc import WebRTCTransport
 from actors.transports.mjpeg import MjpegViewer
@@ -70,6 +74,16 @@ def actor_name(session_id: str) -> str:
     return f"session:{session_id}"
 
 
+def _node_id() -> str | None:
+    """The Ray node this actor runs on (where its media flows from)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not in a Ray worker (unit tests)
+        return None
+
+
 class _RayMetrics:
     """The core's metrics, exported through Ray's metrics agent."""
 
@@ -81,8 +95,11 @@ class _RayMetrics:
 
 
 class SessionActor:
-    def __init__(self, session_id: str, profile: Profile, stages: StageHandles) -> None:
+    def __init__(self, session_id: str, profile: Profile, stages: StageHandles, owner: str = "") -> None:
+        """`owner`: the Serve app whose session manager started it (SessionPool.adopt)."""
         self.id = session_id
+        self._owner = owner
+        self._node_id = _node_id()
         self._profile = profile
         self._settings = profile.sessions
         self._stages = stages
@@ -92,6 +109,11 @@ class SessionActor:
         self._idle_engine = create_lipsync_engine("viseme", avatars_dir=profile.avatars_dir)
         self._audio_context = (0, 0)  # the lip-sync engine's (context, look-ahead) frames
         self._token_hash: str | None = None
+        self._client: str | None = None
+        self._created = 0.0  # Unix time, kept across a resume
+        self._resumed = False
+        store = profile.store
+        self._record = RecordWriter(open_store(store), ttl_s=self._settings.max_lifetime_s + store.resume_ttl_s)
         self._character: Character | None = None
         self._core: TurnController | None = None
         self._conversation: Conversation | None = None
@@ -131,34 +153,60 @@ class SessionActor:
         self._audio_context = tuple(await self._stages.lipsync.audio_context.remote())
         return True
 
-    async def activate(self, token_sha256: str, avatar_id: str, character: Character, stream: bool = False) -> dict:
-        """`stream`: a MuseTalk-style streaming session (see SessionPool.create)."""
+    async def activate(self, token_sha256: str, avatar_id: str, character: Character, stream: bool = False,
+                       client: str | None = None, resume: SessionRecord | None = None) -> dict:
+        """`stream`: a MuseTalk-style streaming session (see SessionPool.create). `resume`: the
+        stored record of this session, whose actor died: its history, voice and age go on
+        here, and the client that reconnects is not greeted again."""
         if self._token_hash is not None:
             raise SessionConflict("session already active")
         self._check_avatar(avatar_id)
         self._character = character
         self._stream = stream
-        conversation = self._conversation = Conversation(character, self._profile.llm.history_turns, self.id)
+        self._client = client
+        conversation = self._conversation = Conversation(
+            character, self._profile.llm.history_turns, self.id,
+            history=resume.history if resume else None, on_change=self._save_record)
         realtime = self._profile.conversation.backend == "realtime"
         if not realtime:
             prefill(self._stages.llm, conversation, self._profile.llm.max_tokens)
         self._token_hash = token_sha256
         self._activated = self._last_activity = time.monotonic()
+        self._created = resume.created if resume else time.time()
+        self._activated -= max(0.0, time.time() - self._created)  # a resumed session's lifetime goes on
+        self._resumed = resume is not None
         self._clock = MediaClock(
             idle_frame=lambda n: self._idle_engine.idle_frame(self._core.avatar_id, n),
             max_frames_ahead=self._settings.max_frames_ahead,
         )
         self._core = TurnController(
             self._stages, self._clock, self._emit, conversation, self._turn_settings(),
-            avatar_id=avatar_id, voice=character.voice, style=character.voice_style, metrics=_RayMetrics(),
+            avatar_id=avatar_id, voice=(resume.voice if resume and not realtime else None) or character.voice,
+            style=character.voice_style, metrics=_RayMetrics(),
         )
         if realtime:
             self._realtime = self._make_realtime(self._core, character)
             self._realtime.start()
         else:
             self._listener = self._make_listener(self._core)
+        self._save_record()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         return {"session_id": self.id, "avatar": avatar_id, "character": character.id}
+
+    def _save_record(self) -> None:
+        """Write what a new actor would need to go on with this session (actors/store.py)."""
+        if self._token_hash is None or self._close_reason:
+            return  # a session that ended deletes its record; nothing may write it again
+        self._record.save(SessionRecord(
+            session_id=self.id, token_hash=self._token_hash, character=self._character.id,
+            avatar=self._core.avatar_id, voice=self._voice, history=self._conversation.history,
+            created=self._created, client=self._client, stream=self._stream))
+
+    def describe(self) -> dict:
+        """For a restarted session manager rebuilding its view (no secret: a token's hash)."""
+        active = self._token_hash is not None and not self._close_reason
+        return {"owner": self._owner, "active": active, "token_hash": self._token_hash, "client": self._client,
+                "age_s": time.monotonic() - self._activated if active else 0.0, "node_id": self._node_id}
 
     def _turn_settings(self) -> TurnSettings:
         profile = self._profile
@@ -218,6 +266,7 @@ class SessionActor:
             await transport.close()
         for viewer in self._viewers.values():
             await viewer.close()
+        await self._record.flush()  # before the manager deletes the record, never after
         self._closed.set_result(reason)
 
     async def _watch(self) -> None:
@@ -344,6 +393,7 @@ class SessionActor:
         core.discard_speculation()
         core.avatar_id = avatar or core.avatar_id
         core.voice = voice or core.voice
+        self._save_record()
         self._emit(SessionChanged(avatar=core.avatar_id, voice=self._voice))
         return {"avatar": core.avatar_id, "voice": self._voice}
 
@@ -398,6 +448,8 @@ class SessionActor:
         if self._greeted:
             return  # a reconnect: no second greeting
         self._greeted = True
+        if self._resumed:
+            return  # the client was greeted by the session's first actor
         greeting = self._character.greeting if self._character and not self._stream else ""
         if greeting and self._realtime is not None:
             await self._realtime.greet(greeting)
@@ -480,7 +532,7 @@ class SessionActor:
         self._socket_lost_at = None
         self._socket_opened += 1
         transport.start()
-        welcome = Welcome(session_id=self.id, face=face, resumed=self._socket_opened > 1, fps=FPS,
+        welcome = Welcome(session_id=self.id, face=face, resumed=self._socket_opened > 1 or self._resumed, fps=FPS,
                           audio_rate=OUTPUT_RATE, first_frame=transport.first_frame, heartbeat_s=ws.heartbeat_s)
         self._attach(transport)
         await self.connected()

@@ -124,10 +124,12 @@ class AvatarSession:
         keep_frames: bool | Callable[[np.ndarray], np.ndarray] = False,
         mic: MediaStreamTrack | None = None,
         create_key: str | None = None,
+        request_timeout: float = 30,
     ) -> None:
         """`create_key`: the server's session-creation key, when it has one
-        (`sessions.create_token_env`)."""
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        (`sessions.create_token_env`). `request_timeout`: for each REST call; creating a
+        session on a cluster that must start a node for it takes up to `sessions.start_timeout_s`."""
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=request_timeout)
         self.create_key = create_key
         self.avatar = avatar
         self.character = character

@@ -101,6 +101,11 @@ class SessionSettings(_Strict):
     max_sessions: int = Field(4, ge=1)
     warm_pool: int = Field(1, ge=0)
     actor_num_cpus: float = Field(0.1, ge=0)
+    # A custom resource each session actor reserves one unit of, besides its CPU. Give each
+    # node that may run sessions as many as it holds at 25 fps (`ray start --resources=
+    # '{"session_slots": 8}'`, BENCHMARKS.md): the autoscaler then sees session demand and
+    # starts a node for it. null: sessions reserve CPU only (one machine).
+    slot_resource: str | None = None
     # How long a session request waits for its actor to be placed and started (on a cluster:
     # the autoscaler starting a node); then 503 with Retry-After, and nothing is left behind.
     start_timeout_s: float = Field(30.0, gt=0)
@@ -377,6 +382,28 @@ class RenderSettings(_Strict):
         default_factory=lambda: DeploymentOptions(ray_actor_options={"num_cpus": 0}))
 
 
+class StoreSettings(_Strict):
+    """Where each session's conversation is written through (actors/store.py), so that it
+    outlives the session's actor: `embedded` (an SQLite file: one machine) or `redis`
+    (a cluster: every node reaches the same server)."""
+
+    backend: Literal["embedded", "redis"] = "embedded"
+    # embedded: the file (relative paths are from the project root).
+    path: Path = Path(tempfile.gettempdir()) / "digital-human" / "sessions.sqlite3"
+    # redis: the environment variable holding the server's URL (redis://[:password@]host:port/db),
+    # never the URL itself: it may carry a password.
+    url_env: str = "DH_REDIS_URL"
+    key_prefix: str = "digital_human:session:"
+    # A session whose actor died (its node was lost) can be resumed with its token this long:
+    # a reconnecting client gets a new actor with the same history. Then the record expires.
+    resume_ttl_s: float = Field(600.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 class Profile(_Strict):
     """A backend profile: which engine runs each stage and with what resources."""
 
@@ -397,6 +424,7 @@ class Profile(_Strict):
     ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
     session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
     renders: RenderSettings = Field(default_factory=RenderSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @field_validator("avatars_dir", "characters_dir")
     @classmethod

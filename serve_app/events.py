@@ -226,7 +226,7 @@ class Welcome(Event):
     type: Literal["welcome"] = "welcome"
     session_id: str
     face: Face
-    resumed: bool  # a reconnect: the same session, history and avatar
+    resumed: bool  # a reconnect: the same session, history and avatar (on a new actor if the old one died)
     fps: int
     audio_rate: int
     first_frame: int  # the index of the first frame this connection gets

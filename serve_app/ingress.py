@@ -162,6 +162,17 @@ class Ingress:
         except ValueError:
             raise SessionNotFound(f"session {session_id} not found") from None
 
+    async def _connect(self, session_id: str, token: str | None, method: str, *args: Any) -> Any:
+        """A client connecting (a WebRTC offer, a WebSocket hello) to a session whose actor
+        died (its node was lost) has the manager resume it on a new actor first."""
+        try:
+            return await getattr(self._session(session_id), method).remote(token, *args)
+        except SessionNotFound:
+            if not token or not SESSION_ID.match(session_id):
+                raise
+            await self._manager.resume.remote(session_id, token)
+            return await getattr(self._session(session_id), method).remote(token, *args)
+
     @app.get("/", include_in_schema=False)
     def index(self) -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
@@ -180,8 +191,8 @@ class Ingress:
         if hello is None:
             return
         try:
+            opened = await self._connect(session_id, hello.token, "ws_open", hello.face)
             session = self._session(session_id)
-            opened = await session.ws_open.remote(hello.token, hello.face)
         except SessionError as exc:
             await websocket.close(close_code(exc), str(getattr(exc, "cause", None) or exc)[:120])
             return
@@ -198,6 +209,7 @@ class Ingress:
             "max_sessions": self._profile.sessions.max_sessions,
             "warm_actors": summary["warm"],
             "admission": summary["admission"],  # accepting, and why not (measured capacity)
+            "capacity": summary["capacity"],  # the cluster's session slots (sessions.slot_resource)
             "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
             "request_limits": self._limits.stats.as_dict(),  # of the ingress replica that answered
             "message": "ok",  # the MuseTalk seed's health answer is {"status", "message"}
@@ -364,7 +376,7 @@ class Ingress:
     async def offer(
         self, session_id: str, body: Offer, authorization: str | None = Header(None)
     ) -> dict:
-        return await self._session(session_id).offer.remote(bearer(authorization), body.sdp, body.type)
+        return await self._connect(session_id, bearer(authorization), "offer", body.sdp, body.type)
 
     def _checked_text(self, text: str) -> str:
         limit = self._profile.sessions.max_text_chars

@@ -67,15 +67,16 @@ def wait_running(names: list[str], timeout_s: float) -> None:
 
 
 def start_local(
-    config_path: Path = DEFAULT_CONFIG, num_cpus: int = 2, num_gpus: int = 0, overrides: dict | None = None
+    config_path: Path = DEFAULT_CONFIG, num_cpus: int = 2, num_gpus: int = 0, overrides: dict | None = None,
+    resources: dict | None = None,
 ) -> str:
-    """ray.init a fresh local cluster, deploy the config on a free port (with the profile
-    `overrides`, see deploy_config), return the base URL."""
+    """ray.init a fresh local cluster (with custom `resources`, e.g. session slots), deploy the
+    config on a free port (with the profile `overrides`, see deploy_config), return the base URL."""
     import ray
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ray.init(
-        num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, namespace="serve",
+        num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, include_dashboard=False, namespace="serve",
         log_to_driver=False,
     )
     port = free_port()
@@ -89,3 +90,80 @@ def stop_local() -> None:
 
     serve.shutdown()
     ray.shutdown()
+
+
+class FakeAutoscalingCluster:
+    """Ray's fake multi-node autoscaler on this machine (the `fake_multinode` node provider,
+    as `ray.cluster_utils.AutoscalingCluster` uses it): a head raylet, and worker "nodes" of
+    the given types that the autoscaler starts as raylets of their own when demand needs them
+    (their own CPUs, custom resources such as `session_slots`, logical GPUs) and removes
+    once idle for `idle_timeout_s`. For the scale-out tests and benchmarks.
+
+    `ray stop --force` ends it: it stops every Ray process of this machine, so never run it
+    beside another cluster.
+
+        cluster = FakeAutoscalingCluster({"CPU": 4, "session_slots": 1},
+                                         {"sessions": {"resources": {"CPU": 2, "session_slots": 2},
+                                                       "min_workers": 0, "max_workers": 2}})
+        cluster.start(); ...; cluster.shutdown()
+    """
+
+    def __init__(self, head_resources: dict, worker_types: dict, idle_timeout_s: float = 10.0) -> None:
+        self.head_resources = dict(head_resources)
+        self.worker_types = {name: {"node_config": {}, **spec} for name, spec in worker_types.items()}
+        self.idle_timeout_s = idle_timeout_s
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _config(self) -> dict:
+        head = {k: v for k, v in self.head_resources.items()}
+        return {
+            "cluster_name": "fake_multinode",
+            "max_workers": sum(spec.get("max_workers", 0) for spec in self.worker_types.values()),
+            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": self.address},
+            "available_node_types": {**self.worker_types,
+                                     "ray.head.default": {"resources": head, "node_config": {}, "max_workers": 0}},
+            "head_node_type": "ray.head.default",
+            "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": self.idle_timeout_s / 60,
+            "docker": {}, "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+            "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+            "rsync_exclude": [], "rsync_filter": [],
+        }
+
+    def start(self, env: dict | None = None) -> None:
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        subprocess.run([ray_cli, "stop", "--force"], check=True, capture_output=True)
+        config = Path(tempfile.mkdtemp(prefix="dh-fake-cluster-")) / "autoscaling.json"
+        config.write_text(json.dumps(self._config()))
+        head = dict(self.head_resources)
+        cmd = [ray_cli, "start", "--head", f"--port={self.port}", f"--autoscaling-config={config}",
+               f"--num-cpus={head.pop('CPU', 1)}", f"--num-gpus={head.pop('GPU', 0)}", "--include-dashboard=false",
+               "--disable-usage-stats"]
+        if head:
+            cmd.append(f"--resources={json.dumps(head)}")
+        # The autoscaler runs in the head's monitor process and starts worker raylets from it:
+        # they inherit this environment (the `ray` CLI of this venv must be on PATH for them).
+        environment = {**os.environ, **(env or {}), "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
+                       "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        subprocess.run(cmd, check=True, env=environment, capture_output=True)
+
+    def connect(self, namespace: str = "serve") -> None:
+        import ray
+
+        ray.init(address=self.address, namespace=namespace, log_to_driver=False)
+
+    def shutdown(self) -> None:
+        import subprocess
+        import sys
+
+        import ray
+
+        ray.shutdown()
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)

@@ -1,4 +1,5 @@
-"""SessionManager deployment: one replica owning the session pool (cap, warm actors, cleanup)."""
+"""SessionManager deployment: one replica running the session pool (cap, warm actors, cleanup,
+resume). It holds no state of its own: restarted, it takes over the live session actors."""
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,9 @@ class SessionManager:
             names = dict.fromkeys([realtime.voice] + [c.realtime_voice for c in characters.values() if c.realtime_voice])
             self._voices = [{"id": name, "language": None, "backend": "realtime", "engine": "realtime",
                              "default": name == realtime.voice, "fallback": False} for name in names]
-        self.pool = SessionPool(profile, characters, stages)
-        self.pool.fill()
+        # Sessions are told apart by the app that started them: several apps share a cluster.
+        self.pool = SessionPool(profile, characters, stages, owner=serve.get_replica_context().app_name)
+        await self.pool.start()
 
     def voices(self) -> list[dict]:
         """Every voice the TTS engines offer (fixed at start, like the engines)."""
@@ -39,9 +41,13 @@ class SessionManager:
     async def delete(self, session_id: str, token: str | None) -> None:
         await self.pool.delete(session_id, token)
 
-    def summary(self) -> dict:
+    async def resume(self, session_id: str, token: str | None) -> None:
+        await self.pool.resume(session_id, token)
+
+    async def summary(self) -> dict:
         """Counts only: /api/health calls this, and it must stay cheap (no call per session)."""
-        return {"active": self.pool.count(), "warm": self.pool.warm_count(), "admission": self.pool.admission()}
+        return {"active": self.pool.count(), "warm": self.pool.warm_count(), "admission": self.pool.admission(),
+                "capacity": await self.pool.capacity()}
 
     async def sessions_using(self, avatar_id: str) -> int:
         return await self.pool.sessions_using(avatar_id)

@@ -24,9 +24,9 @@ LONG = ("This is a long answer with many sentences. It goes on for a while. "
         "Then it says some more. And a little more. And then it ends, eventually.")
 
 
-def kill_replica(deployment: str) -> None:
+def kill_replica(deployment: str, app: str = APP) -> None:
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")]
+                if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")]
     assert replicas, f"no {deployment} replica found"
     for replica in replicas:
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)

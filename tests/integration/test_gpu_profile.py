@@ -6,6 +6,7 @@ schedules by the logical GPU exactly as it would on a real one.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -34,7 +35,7 @@ serve_config = yaml.safe_load((PROJECT_ROOT / "configs" / "serve_gpu.yaml").read
 serve_config["applications"][0]["args"]["profile"] = str(tmp / "gpu.yaml")
 (tmp / "serve_gpu.yaml").write_text(yaml.safe_dump(serve_config))
 
-url = start_local(tmp / "serve_gpu.yaml", num_cpus=12, num_gpus=1)
+url = start_local(tmp / "serve_gpu.yaml", num_cpus=12, num_gpus=1, resources={"session_slots": 8})
 app = serve.status().applications["digital_human"]
 health = json.load(urllib.request.urlopen(f"{url}/api/health"))
 print("REPORT " + json.dumps({
@@ -49,10 +50,10 @@ stop_local()
 """
 
 
-def test_gpu_profile_schedules_fractional_gpus(tmp_path):
-    result = subprocess.run(
+def test_gpu_profile_schedules_fractional_gpus(tmp_path, redis_url):
+    result = subprocess.run(  # the profile's session store is Redis: the tests' own server
         [sys.executable, "-c", SCRIPT, str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env={**os.environ, "DH_REDIS_URL": redis_url},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("REPORT "))

@@ -13,7 +13,7 @@ from serve_app.config import PROJECT_ROOT
 BOTTOM = ["serve_app/config.py", "serve_app/events.py", "serve_app/ice.py", "serve_app/engines"]
 CORE = ["actors/turn_controller.py", "actors/turn.py", "actors/listener.py", "actors/clock.py",
         "actors/conversation.py", "actors/speculation.py", "actors/reply_audio.py", "actors/deadline.py",
-        "actors/errors.py", "actors/transports/base.py"]
+        "actors/errors.py", "actors/store.py", "actors/transports/base.py"]
 TOP = ("serve_app.deployments", "serve_app.ingress", "serve_app.app", "serve_app.client", "serve_app.limits")
 
 

@@ -60,3 +60,30 @@ def test_the_dashboard_is_a_grafana_dashboard_on_a_chosen_prometheus():
     assert {"ray_digital_human_sessions", "ray_digital_human_video_frames_total",
             "ray_digital_human_turn_latency_ms", "ray_digital_human_speculative_replies_total",
             "ray_serve_deployment_replica_healthy"} == dashboard_metrics()
+
+
+def test_every_pod_gets_the_session_store_url_the_gpu_profile_names():
+    """Session actors and replicas run on any pod: each needs the Redis URL's variable."""
+    from serve_app.config import load_profile
+
+    store = load_profile("configs/gpu.yaml").store
+    assert store.backend == "redis"
+    manifest = yaml.safe_load((PROJECT_ROOT / "configs" / "kuberay" / "rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert store.url_env in env, container["name"]
+            assert "secretKeyRef" in env[store.url_env]["valueFrom"]  # from a Secret, not the manifest
+
+
+def test_the_cpu_pods_offer_the_session_slots_the_gpu_profile_reserves():
+    from serve_app.config import load_profile
+
+    slot = load_profile("configs/gpu.yaml").sessions.slot_resource
+    manifest = yaml.safe_load((PROJECT_ROOT / "configs" / "kuberay" / "rayservice.yaml").read_text())
+    groups = {g["groupName"]: g for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    # KubeRay's form: a JSON object, itself quoted.
+    offered = json.loads(json.loads(groups["cpu"]["rayStartParams"]["resources"]))
+    assert slot and offered[slot] >= 1

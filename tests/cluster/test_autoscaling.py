@@ -1,0 +1,103 @@
+"""Scale-out on Ray's fake multi-node autoscaling cluster (serve_app/local_cluster.py): the
+head holds one session slot; a second session makes the autoscaler start a worker node, its
+actor runs there and its media and speech reach the client through the head's proxy; once the
+sessions end the idle node is removed.
+
+Runs in a pytest process of its own, after the others (scripts/test.sh): starting this cluster
+stops every Ray process of the machine.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import yaml
+
+from serve_app.client import AvatarSession
+from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE
+from tests.integration.support import assert_still_streams_and_speaks
+
+pytestmark = pytest.mark.cluster
+
+HEAD = {"CPU": 2, "session_slots": 1}
+WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 1}}
+IDLE_TIMEOUT_S = 10
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from ray import serve
+
+    from serve_app.local_cluster import FakeAutoscalingCluster, deploy_config, free_port
+
+    cluster = FakeAutoscalingCluster(HEAD, WORKERS, idle_timeout_s=IDLE_TIMEOUT_S)
+    cluster.start()
+    cluster.connect()
+    config = {"proxy_location": "HeadOnly",  # the ingress on the head reaches every node's sessions
+              "applications": [{"name": "digital_human", "route_prefix": "/", "import_path": "serve_app.app:build_app",
+                                "args": {"profile": str(PROJECT_ROOT / "tests/fixtures/cluster.yaml")}}]}
+    path = tmp_path_factory.mktemp("cluster") / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    deploy_config(path, port, timeout_s=240)
+    yield {"url": f"http://127.0.0.1:{port}", "cluster": cluster}
+    serve.shutdown()
+    cluster.shutdown()
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+async def node_of(session: AvatarSession) -> str:
+    import ray
+
+    actor = ray.get_actor(f"session:{session.session_id}", namespace=SESSION_NAMESPACE)
+    return (await actor.describe.remote())["node_id"]
+
+
+async def until(condition, timeout: float, every: float = 0.5):
+    async def poll():
+        while not (value := condition()):
+            await asyncio.sleep(every)
+        return value
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_they_end(cluster):
+    import ray
+
+    url = cluster["url"]
+    head = ray.get_runtime_context().get_node_id()  # this driver runs on the head
+    assert [n["NodeID"] for n in alive_nodes()] == [head]
+    first = await AvatarSession(url).start()
+    second = None
+    try:
+        await first.interrupt()
+        assert await node_of(first) == head
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            capacity = (await http.get("/api/health")).json()["capacity"]
+        assert capacity["slot_resource"] == "session_slots"
+        assert (capacity["slots"], capacity["slots_free"]) == (1, 0)
+
+        # No slot left: the request waits while the autoscaler starts a worker node.
+        second = await AvatarSession(url, request_timeout=180).start()
+        await second.interrupt()
+        worker = await node_of(second)
+        assert worker != head and worker in [n["NodeID"] for n in alive_nodes()]
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            capacity = (await http.get("/api/health")).json()["capacity"]
+        assert (capacity["slots"], capacity["slots_free"]) == (3, 1)
+        # Its media and its speech come from the worker node, through the head's proxy.
+        await assert_still_streams_and_speaks(second, "Hello from the new node.")
+        await assert_still_streams_and_speaks(first, "And hello from the head.")
+    finally:
+        for session in (first, second):
+            if session is not None:
+                await session.close()
+    # The worker is idle once its session has gone: the autoscaler removes it.
+    await until(lambda: [n["NodeID"] for n in alive_nodes()] == [head], timeout=IDLE_TIMEOUT_S + 120)

@@ -1,0 +1,182 @@
+"""No single process holds a session (actors/store.py, actors/pool.py), on both store backends:
+the embedded SQLite file and a real redis-server started by the tests.
+
+- A live session writes its conversation through to the store.
+- A session whose actor is killed resumes its history on a new actor when its client
+  reconnects with the token (and only with the token).
+- An ended session's record is deleted; a lost one expires after `store.resume_ttl_s`.
+- Killing the SessionManager replica leaves live sessions streaming and speaking; the
+  restarted replica takes them over, and new sessions can be created.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import httpx
+import pytest
+import ray
+
+from actors.store import open_store
+from serve_app.client import AvatarSession, SocketSession
+from serve_app.config import SESSION_NAMESPACE, StoreSettings
+from tests.fakes.conversation_servers import FakeChat
+from tests.integration.support import assert_still_streams_and_speaks
+
+pytestmark = pytest.mark.integration
+
+REPLY = "Nice to meet you, Zed."
+RESUME_TTL_S = 3.0  # store.resume_ttl_s here: a lost session's record expires this soon
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+async def store_app(request, app_url, tmp_path_factory):
+    """tests/fixtures/strict.yaml (Piper, viseme) with its LLM on a fake chat server, no
+    creation key or quotas, and the session store on `param`."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    backend = request.param
+    if backend == "redis":
+        request.getfixturevalue("redis_url")
+    store = StoreSettings(backend=backend, path=tmp_path_factory.mktemp("store") / "sessions.sqlite3",
+                          url_env="DH_TEST_REDIS_URL", resume_ttl_s=RESUME_TTL_S)
+    chat = FakeChat(REPLY).start()
+    overrides = {
+        "sessions": {"create_token_env": None, "max_sessions_per_client": None, "creations_per_min_per_client": None,
+                     "max_lifetime_s": 3600, "max_sessions": 4, "resume_ttl_s": 30},
+        "llm": {"options": {"base_url": chat.url + "/v1", "model": "fake", "api_key_env": None, "timeout_s": 10}},
+        "store": {"backend": backend, "path": str(store.path), "url_env": store.url_env,
+                  "resume_ttl_s": RESUME_TTL_S},
+    }
+    name = f"store_{backend}"
+    # Deployed in a thread: the loop keeps serving the peers of sessions already open.
+    await asyncio.to_thread(run_app, build_app({"profile": "tests/fixtures/strict.yaml", "overrides": overrides}),
+                            name, f"/{name}", timeout_s=120)
+    opened = open_store(store)
+    yield {"url": f"{app_url}/{name}", "name": name, "store": opened, "chat": chat}
+    await opened.close()
+    await asyncio.to_thread(serve.delete, name)
+    chat.stop()
+
+
+def actor_of(session_id: str):
+    return ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
+
+
+async def until(condition, timeout: float = 30, every: float = 0.1):
+    """Poll `condition()` (sync or async) until it returns something truthy; return that."""
+    async def poll():
+        while True:
+            value = condition()
+            value = await value if asyncio.iscoroutine(value) else value
+            if value:
+                return value
+            await asyncio.sleep(every)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def ask_to_the_end(session: AvatarSession, text: str) -> None:
+    turn_id = await session.ask(text)
+    end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+    assert end["interrupted"] is False
+
+
+async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):
+    store, chat = store_app["store"], store_app["chat"]
+    session = await SocketSession(store_app["url"]).start()
+    try:
+        await session.interrupt()  # the greeting
+        await ask_to_the_end(session, "My name is Zed.")
+        record = await until(lambda: _with_history(store, session.session_id, "My name is Zed."))
+        assert record.token_hash == hashlib.sha256(session.token.encode()).hexdigest()
+        assert (record.character, record.avatar) == ("ava", "default")
+        assert record.voice == (await session.info())["voice"]
+        assert record.history[-1] == {"role": "assistant", "content": REPLY}
+
+        old = actor_of(session.session_id)
+        await asyncio.to_thread(ray.kill, old, no_restart=True)  # as when its node is lost
+        await session.wait_closed(30)
+
+        # A stranger cannot resume it, and trying leaves no actor behind.
+        intruder = SocketSession(store_app["url"])
+        intruder.session_id = session.session_id
+        assert await intruder.connect(token="not-the-token") is None
+        assert intruder.close_code == 4403
+
+        events_before = len(session.received.events)
+        welcome = await session.connect()
+        assert welcome is not None and welcome["resumed"] is True
+        new = actor_of(session.session_id)
+        assert new._actor_id != old._actor_id
+        frames = len(session.jpegs)
+        await session.wait_until(lambda s: len(s.jpegs) >= frames + 25)  # the new actor streams the face
+
+        await ask_to_the_end(session, "What is my name?")
+        prompt = chat.requests[-1]["messages"]
+        assert {"role": "user", "content": "My name is Zed."} in prompt
+        assert {"role": "assistant", "content": REPLY} in prompt
+        assert (await session.info())["exchanges"] == 2
+        spoken = [e for e in session.received.events[events_before:] if e["type"] == "turn_end"]
+        assert len(spoken) == 1  # the question's turn only: the resumed session is not greeted again
+    finally:
+        await session.close()
+    assert await until(lambda: _gone(store, session.session_id))  # ended: the record is deleted
+
+
+async def _with_history(store, session_id: str, text: str):
+    record = await store.get(session_id)
+    return record if record and any(m["content"] == text for m in record.history) else None
+
+
+async def _gone(store, session_id: str) -> bool:
+    return await store.get(session_id) is None
+
+
+async def test_a_lost_session_can_be_resumed_only_until_its_record_expires(store_app):
+    store = store_app["store"]
+    session = await SocketSession(store_app["url"]).start()
+    try:
+        assert await until(lambda: store.get(session.session_id))
+        await asyncio.to_thread(ray.kill, actor_of(session.session_id), no_restart=True)
+        await session.wait_closed(30)
+        await until(lambda: _gone(store, session.session_id), timeout=RESUME_TTL_S + 30)
+        assert await session.connect() is None
+        assert session.close_code == 4404
+        with pytest.raises(ValueError):
+            actor_of(session.session_id)
+    finally:
+        await session.close(delete=False)
+
+
+async def test_killing_the_session_manager_leaves_sessions_streaming(store_app):
+    from tests.integration.test_faults import kill_replica
+
+    url = store_app["url"]
+    sessions = [await AvatarSession(url).start() for _ in range(2)]
+    try:
+        for session in sessions:
+            await session.interrupt()
+        await asyncio.to_thread(kill_replica, "SessionManager", store_app["name"])
+        # While the replica restarts and after: both sessions stream and speak.
+        await asyncio.gather(*(assert_still_streams_and_speaks(s, "Still here.") for s in sessions))
+
+        async def created() -> AvatarSession | None:  # a new session, once the new replica serves
+            try:
+                return await AvatarSession(url).start()
+            except Exception:
+                return None
+
+        third = await until(created, timeout=120, every=0.5)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            health = (await http.get("/api/health")).json()
+        assert health["sessions"] == 3  # the two it took over, and the new one
+        await third.close()
+        await sessions[0].delete()  # the new replica knows its token (ApiError if not)
+        await asyncio.gather(*(assert_still_streams_and_speaks(s, "And still.") for s in sessions[1:]))
+    finally:
+        for session in sessions:
+            await session.close()
