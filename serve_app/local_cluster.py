@@ -150,13 +150,16 @@ class FakeAutoscalingCluster:
             cmd.append(f"--resources={json.dumps(head)}")
         # The autoscaler runs in the head's monitor process and starts worker raylets from it:
         # they inherit this environment (the `ray` CLI of this venv must be on PATH for them).
+        # Token authentication (on by default for `ray start`) is off: every node is this machine.
         environment = {**os.environ, **(env or {}), "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
+                       "RAY_AUTH_MODE": "disabled",
                        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         subprocess.run(cmd, check=True, env=environment, capture_output=True)
 
     def connect(self, namespace: str = "serve") -> None:
         import ray
 
+        os.environ["RAY_AUTH_MODE"] = "disabled"  # as the cluster (start)
         ray.init(address=self.address, namespace=namespace, log_to_driver=False)
 
     def shutdown(self) -> None:
