@@ -7,10 +7,14 @@ session's chunks to a replica that already holds its avatar, and each replica ke
 Chunks are batched: `@serve.batch` gathers the chunks of all sessions waiting on this replica
 into one engine call (one forward pass for neural engines). Batch size and wait come from the
 deployment's `user_config` (see LipSyncBatching) and can change while the app runs.
+
+Each replica reports how much of its chunks' playout time their renders take (serve_app/
+autoscaling.py), for the deadline-based autoscaling policy.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from pathlib import Path
 
@@ -18,10 +22,12 @@ import numpy as np
 from pydantic import ValidationError
 from ray import serve
 
+from serve_app.autoscaling import DEADLINE_USE, DeadlineWindow
 from serve_app.config import ConfigError, LipSyncBatching
 from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import LipSyncChunk
 from serve_app.engines.lipsync.viseme_engine import MISSING, approx_nbytes, folder_version
+from serve_app.engines.media import FRAME_S
 
 MAX_AVATARS_PER_REPLICA = 8
 _DEFAULT = LipSyncBatching()  # until a user_config says otherwise
@@ -35,6 +41,7 @@ class LipSyncDeployment:
         self._loaded: dict[str, int] = {}  # avatar id -> bytes, for the cache report
         self._batching = _DEFAULT
         self._batches: deque[int] = deque(maxlen=32)  # recent batch sizes, for /api/health and tests
+        self._deadlines = DeadlineWindow()
 
     def reconfigure(self, user_config: dict) -> None:
         try:
@@ -66,7 +73,14 @@ class LipSyncDeployment:
         return slot
 
     async def render(self, chunk: LipSyncChunk) -> np.ndarray:
-        return await self._render_batch(chunk)
+        started = time.monotonic()
+        frames = await self._render_batch(chunk)
+        self._deadlines.record(time.monotonic() - started, chunk.n_frames * FRAME_S)
+        return frames
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve asks each replica for its custom autoscaling metrics (DeadlinePolicy)."""
+        return {DEADLINE_USE: self._deadlines.use()}
 
     @serve.batch(max_batch_size=_DEFAULT.max_batch_size, batch_wait_timeout_s=_DEFAULT.batch_wait_timeout_s)
     async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:

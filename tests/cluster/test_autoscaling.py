@@ -20,7 +20,7 @@ from tests.integration.support import assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.cluster
 
-HEAD = {"CPU": 2, "session_slots": 1}
+HEAD = {"CPU": 2, "session_slots": 1, "models": 10}  # model replicas only here
 WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 1}}
 IDLE_TIMEOUT_S = 10
 
@@ -101,3 +101,39 @@ async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_the
                 await session.close()
     # The worker is idle once its session has gone: the autoscaler removes it.
     await until(lambda: [n["NodeID"] for n in alive_nodes()] == [head], timeout=IDLE_TIMEOUT_S + 120)
+
+
+LONG = ("This answer goes on for a while, sentence after sentence, so that the lip-sync replicas "
+        "have chunks to render. It says a little more. And then a little more again.")
+
+
+def running_replicas(deployment: str) -> int:
+    from ray import serve
+
+    return serve.status().applications["digital_human"].deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+async def test_lipsync_replicas_follow_their_deadline_use_up_and_back_down(cluster):
+    """tests/fixtures/cluster.yaml: LipSync on DeadlinePolicy, 1..2 replicas, a target use any
+    talking exceeds; idle sessions render nothing remotely (their use is 0)."""
+    await until(lambda: running_replicas("LipSync") == 1, timeout=120)  # after the test before
+    session = await AvatarSession(cluster["url"]).start()
+
+    async def talk() -> None:
+        while True:
+            turn_id = await session.say(LONG)
+            await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
+
+    talking = asyncio.ensure_future(talk())
+    try:
+        await until(lambda: running_replicas("LipSync") == 2, timeout=120)
+    finally:
+        talking.cancel()
+        await asyncio.gather(talking, return_exceptions=True)
+    try:
+        await session.interrupt()
+        frames = len(session.received.video)
+        await session.wait_until(lambda r: len(r.video) >= frames + 25)  # still streaming, idle
+        await until(lambda: running_replicas("LipSync") == 1, timeout=120)
+    finally:
+        await session.close()
