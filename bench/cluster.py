@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -112,10 +114,16 @@ async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
             turn_id = await session.say(LONG)
             await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=90)
 
-    def sample(phase: str) -> None:
+    async def sample(phase: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            use = (await http.get("/api/health")).json()["lipsync_cache"]["deadline_use"]
         samples.append({"t": round(time.monotonic() - start, 1), "talking": len(talkers), "phase": phase,
-                        "lipsync": replicas("LipSync"), "tts": replicas("TTS"), "nodes": alive_nodes()})
+                        "lipsync": replicas("LipSync"), "tts": replicas("TTS"), "nodes": alive_nodes(),
+                        "deadline_use": use})
 
+    # Start from the bottom: what the node-start runs scaled up has come back down.
+    await wait_for(lambda: replicas("LipSync") == 1 and replicas("TTS") == 1, 180)
+    start = time.monotonic()
     try:
         for _ in range(top):
             session = AvatarSession(url, request_timeout=240)
@@ -125,7 +133,7 @@ async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
             talkers.append(asyncio.ensure_future(talk(session)))
             step_end = time.monotonic() + step_s
             while time.monotonic() < step_end:
-                sample("up")
+                await sample("up")
                 await asyncio.sleep(1)
         for task in talkers:
             task.cancel()
@@ -135,7 +143,7 @@ async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
             await session.interrupt()
         tail_end = time.monotonic() + tail_s
         while time.monotonic() < tail_end:
-            sample("silent")
+            await sample("silent")
             await asyncio.sleep(1)
     finally:
         for task in talkers:
@@ -147,12 +155,13 @@ async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
 
 def print_ramp(samples: list[dict]) -> None:
     """One line per change of the replica counts or the talking sessions."""
-    print("  t (s) | talking | LipSync | TTS | nodes")
+    print("  t (s) | talking | LipSync | TTS | nodes | LipSync deadline use (a replica's last report)")
     last = None
     for s in samples:
         key = (s["talking"], s["lipsync"], s["tts"], s["nodes"], s["phase"])
         if key != last:
-            print(f"  {s['t']:6.1f} | {s['talking']:7d} | {s['lipsync']:7d} | {s['tts']:3d} | {s['nodes']:5d}")
+            print(f"  {s['t']:6.1f} | {s['talking']:7d} | {s['lipsync']:7d} | {s['tts']:3d} | {s['nodes']:5d} | "
+                  f"{s['deadline_use']}")
             last = key
 
 

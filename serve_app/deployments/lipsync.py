@@ -42,6 +42,7 @@ class LipSyncDeployment:
         self._batching = _DEFAULT
         self._batches: deque[int] = deque(maxlen=32)  # recent batch sizes, for /api/health and tests
         self._deadlines = DeadlineWindow()
+        self._last_use: float | None = None  # the last deadline use reported to Serve
 
     def reconfigure(self, user_config: dict) -> None:
         try:
@@ -80,7 +81,8 @@ class LipSyncDeployment:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve asks each replica for its custom autoscaling metrics (DeadlinePolicy)."""
-        return {DEADLINE_USE: self._deadlines.use()}
+        self._last_use = self._deadlines.use()
+        return {DEADLINE_USE: self._last_use}
 
     @serve.batch(max_batch_size=_DEFAULT.max_batch_size, batch_wait_timeout_s=_DEFAULT.batch_wait_timeout_s)
     async def _render_batch(self, chunks: list[LipSyncChunk]) -> list[np.ndarray]:
@@ -100,6 +102,7 @@ class LipSyncDeployment:
             "max_avatars": MAX_AVATARS_PER_REPLICA,
             "batching": self._batching.model_dump(),
             "recent_batch_sizes": list(self._batches),
+            "deadline_use": self._last_use,
         }
 
 

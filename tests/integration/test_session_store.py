@@ -180,3 +180,28 @@ async def test_killing_the_session_manager_leaves_sessions_streaming(store_app):
     finally:
         for session in sessions:
             await session.close()
+
+
+@pytest.mark.parametrize("store_app", ["redis"], indirect=True)
+async def test_killing_the_ingress_leaves_sessions_streaming(store_app):
+    """WebRTC media flows between the session actor and the client, not through the ingress:
+    while its replica restarts the face keeps coming, and the API answers again after."""
+    from tests.integration.test_faults import kill_replica
+
+    session = await AvatarSession(store_app["url"]).start()
+    try:
+        await session.interrupt()
+        await asyncio.to_thread(kill_replica, "Ingress", store_app["name"])
+        frames = len(session.received.video)
+        await session.wait_until(lambda r: len(r.video) >= frames + 50)  # two seconds of video meanwhile
+
+        async def answered() -> bool:  # the proxy reaches a new Ingress replica
+            try:
+                return (await session.info())["connection"] == "connected"
+            except Exception:
+                return False
+
+        assert await until(answered, timeout=120, every=0.5)
+        await assert_still_streams_and_speaks(session, "The ingress came back.")
+    finally:
+        await session.close()
