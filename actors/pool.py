@@ -169,13 +169,16 @@ class SessionPool:
 
     async def capacity(self) -> dict:
         """Room for sessions on the cluster now: with `sessions.slot_resource`, the slots of
-        the live nodes and how many are free (the autoscaler adds nodes for sessions that
-        wait); `waiting`: session actors waiting to be placed."""
+        the live nodes and how many are free, and with `sessions.max_slots` how many more the
+        autoscaler may add (it adds nodes for sessions that wait); `waiting`: session actors
+        waiting to be placed."""
         out: dict = {"max_sessions": self._settings.max_sessions, "waiting": self._starting}
         if slot := self._settings.slot_resource:
             total, free = await asyncio.to_thread(
                 lambda: (ray.cluster_resources().get(slot, 0), ray.available_resources().get(slot, 0)))
             out.update(slot_resource=slot, slots=int(total), slots_free=int(free))
+            if (most := self._settings.max_slots) is not None:
+                out.update(max_slots=most, may_add=max(0, most - int(total)))
         return out
 
     def _report(self) -> None:

@@ -106,6 +106,9 @@ class SessionSettings(_Strict):
     # '{"session_slots": 8}'`, BENCHMARKS.md): the autoscaler then sees session demand and
     # starts a node for it. null: sessions reserve CPU only (one machine).
     slot_resource: str | None = None
+    # The cluster's session slots with every node group at its maximum (e.g. KubeRay's cpu
+    # group: maxReplicas x slots per pod): capacity then reports what the autoscaler may add.
+    max_slots: int | None = Field(None, ge=1)
     # How long a session request waits for its actor to be placed and started (on a cluster:
     # the autoscaler starting a node); then 503 with Retry-After, and nothing is left behind.
     start_timeout_s: float = Field(30.0, gt=0)

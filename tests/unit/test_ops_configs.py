@@ -87,3 +87,5 @@ def test_the_cpu_pods_offer_the_session_slots_the_gpu_profile_reserves():
     # KubeRay's form: a JSON object, itself quoted.
     offered = json.loads(json.loads(groups["cpu"]["rayStartParams"]["resources"]))
     assert slot and offered[slot] >= 1
+    # The capacity the profile reports as the most the autoscaler can reach is the manifest's.
+    assert load_profile("configs/gpu.yaml").sessions.max_slots == groups["cpu"]["maxReplicas"] * offered[slot]
