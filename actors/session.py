@@ -444,7 +444,7 @@ class SessionActor:
     # --- what transports call (SessionPort) ------------------------------------------------
     async def connected(self) -> None:
         log.info("session %s connected", self.id)
-        self._emit(Ready(session_id=self.id))
+        self._emit(Ready(session_id=self.id, resumed=self._resumed))
         if self._greeted:
             return  # a reconnect: no second greeting
         self._greeted = True

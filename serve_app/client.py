@@ -215,7 +215,7 @@ class AvatarSession:
             pc.addTransceiver("audio", direction="recvonly")
         channel = self.channel = pc.createDataChannel("events")
         channel.on("message", self._on_event)
-        channel.on("open", lambda: self._tasks.append(asyncio.ensure_future(self._heartbeat())))
+        channel.on("open", lambda: self._tasks.append(asyncio.ensure_future(self._heartbeat(pc, channel))))
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
         answer = (
@@ -235,17 +235,28 @@ class AvatarSession:
         await self.wait_event(lambda e: e["type"] == "ready", timeout)
         return self
 
-    async def _heartbeat(self) -> None:
+    async def reconnect(self, timeout: float = 30) -> dict:
+        """After `lost` (the session's actor died, say with its node): offer again with the
+        token. The server resumes the session on a new actor with its history; the answer is
+        the new connection's `ready` event (`resumed` true when it came from the store)."""
+        if self.pc is not None:
+            await self.pc.close()
+        self.lost = False
+        since = time.monotonic()
+        await self.connect()
+        return await self.wait_event(lambda e: e["type"] == "ready" and e["received_at"] >= since, timeout)
+
+    async def _heartbeat(self, pc: RTCPeerConnection, channel) -> None:
         """Ping on the data channel; no pong for CHANNEL_LOST_S: the session is gone (its
         actor died), so the peer is closed and `lost` set, long before ICE would notice."""
         self._last_pong = time.monotonic()
-        while self.pc is not None and self.pc.connectionState != "closed":
+        while pc.connectionState != "closed":
             with contextlib.suppress(Exception):  # a channel closing under us: caught below
-                self.channel.send(json.dumps({"type": "ping"}))
+                channel.send(json.dumps({"type": "ping"}))
             await asyncio.sleep(CHANNEL_PING_S)
             if time.monotonic() - self._last_pong > CHANNEL_LOST_S:
                 self.lost = True
-                await self.pc.close()
+                await pc.close()
                 return
 
     def _on_event(self, message: str) -> None:

@@ -36,6 +36,7 @@ class Ready(Event):
 
     type: Literal["ready"] = "ready"
     session_id: str
+    resumed: bool = False  # restored from the store on a new actor (its old one died): no greeting
 
 
 class State(Event):

@@ -30,6 +30,8 @@
     // this long means the session is gone server-side; ICE alone would take ~30 s to notice.
     channelPingMs: 2000,
     channelLostMs: 10000,
+    reconnectAttempts: 3,        // offers on the same session after its media was lost
+    reconnectDelayMs: 2000,
     statsIntervalMs: 1000,
     maxLogEntries: 500,
     // Send the microphone (audio transceiver sendrecv) when the browser grants it; ?mic=0
@@ -1155,7 +1157,7 @@
       sess.pingTimer = setInterval(() => {
         if (sess !== session) return;
         if (performance.now() - sess.lastPong > CONFIG.channelLostMs) {
-          fail('Connection lost (the server stopped answering)');
+          reconnect(sess, 'Connection lost (the server stopped answering)');
           return;
         }
         sendControl(sess, { type: 'ping' });
@@ -1203,6 +1205,7 @@
     if (state === 'connected') {
       clearTimeout(sess.connectTimer);
       sess.connectTimer = null;
+      sess.reconnects = 0;
       if (dh.state !== CONN.CONNECTED) {
         setConnState(CONN.CONNECTED);
         if (!sess.keepNotice) hideNotice();
@@ -1212,7 +1215,7 @@
       fail('Connection failed (media could not reach the server; check ICE/TURN settings)');
     } else if (state === 'disconnected') {
       sess.disconnectTimer = setTimeout(() => {
-        if (sess === session && pcState(sess.pc) !== 'connected') fail('Connection lost');
+        if (sess === session && pcState(sess.pc) !== 'connected') reconnect(sess, 'Connection lost');
       }, CONFIG.disconnectGraceMs);
     } else if (state === 'closed' && dh.state === CONN.CONNECTED) {
       fail('Connection closed');
@@ -1415,7 +1418,7 @@
       }
       case 'ready':
         dh.ready = true;
-        log('Avatar media started', 'event');
+        log(ev.resumed ? 'Session resumed on the server (the conversation goes on)' : 'Avatar media started', 'event');
         break;
       case 'mic_mode': {
         const mode = String(ev.mode || '');
@@ -1554,6 +1557,9 @@
       loggedDelta: null,
       pendingSay: null,
       keepNotice: false,      // a microphone notice stays up when the media connects
+      iceServers: [],
+      reconnects: 0,          // tries since the media was last connected
+      reconnecting: false,
     };
     session = sess;
     dh.events.length = 0;   // same array object, emptied per session
@@ -1620,32 +1626,8 @@
       dh.sessionId = sess.id;
       log(`Session ${sess.id} created`);
       applyVoice(sess);
-
-      const pc = createPeerConnection(sess, normalizeIceServers(created.ice_servers));
-      const offer = await pc.createOffer();
-      await pc.setLocalDescription(offer);
-      const complete = await waitForIceGathering(pc, CONFIG.iceGatherTimeoutMs);
-      if (sess !== session) return;
-      if (!complete) log('ICE gathering not complete after 2 s; sending the candidates so far', 'warn');
-
-      const answer = await api(sessionPath(sess, '/offer'), {
-        method: 'POST',
-        auth: true,
-        body: { sdp: pc.localDescription.sdp, type: pc.localDescription.type },
-        signal: sess.abort.signal,
-      });
-      if (sess !== session) return;
-      if (!answer || !answer.sdp) throw new Error('Malformed SDP answer');
-      await pc.setRemoteDescription({ type: answer.type || 'answer', sdp: answer.sdp });
-      if (sess !== session) return;
-      log('SDP answer applied; connecting media…');
-
-      sess.connectTimer = setTimeout(() => {
-        if (sess === session && dh.state === CONN.CONNECTING) {
-          fail('Timed out connecting media (is UDP blocked? configure a TURN server)');
-        }
-      }, CONFIG.connectTimeoutMs);
-      onPcStateChange(sess); // in case it is already connected
+      sess.iceServers = normalizeIceServers(created.ice_servers);
+      await connectMedia(sess);
     } catch (err) {
       if (sess !== session) return;
       if (err && err.name === 'AbortError') return;
@@ -1657,6 +1639,73 @@
       }
       fail(err && err.message ? err.message : String(err));
     }
+  }
+
+  /** Offer this session's media (a new peer connection) and apply the server's answer. */
+  async function connectMedia(sess) {
+    const pc = createPeerConnection(sess, sess.iceServers);
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const complete = await waitForIceGathering(pc, CONFIG.iceGatherTimeoutMs);
+    if (sess !== session) return;
+    if (!complete) log('ICE gathering not complete after 2 s; sending the candidates so far', 'warn');
+
+    const answer = await api(sessionPath(sess, '/offer'), {
+      method: 'POST',
+      auth: true,
+      body: { sdp: pc.localDescription.sdp, type: pc.localDescription.type },
+      signal: sess.abort.signal,
+    });
+    if (sess !== session) return;
+    if (!answer || !answer.sdp) throw new Error('Malformed SDP answer');
+    await pc.setRemoteDescription({ type: answer.type || 'answer', sdp: answer.sdp });
+    if (sess !== session) return;
+    log('SDP answer applied; connecting media…');
+
+    sess.connectTimer = setTimeout(() => {
+      if (sess === session && dh.state === CONN.CONNECTING) {
+        fail('Timed out connecting media (is UDP blocked? configure a TURN server)');
+      }
+    }, CONFIG.connectTimeoutMs);
+    onPcStateChange(sess); // in case it is already connected
+  }
+
+  /**
+   * The media of a connected session stopped (its actor may have died with its node): offer
+   * again on the same session with its token. The server resumes it on a new actor with its
+   * history (README "Sessions that outlive their processes"); the page keeps its transcript.
+   * A session that has ended answers 404 (403 for a token it no longer knows): then we fail.
+   */
+  async function reconnect(sess, reason) {
+    if (sess !== session || sess.reconnecting) return;
+    if (sess.reconnects >= CONFIG.reconnectAttempts) {
+      fail(reason);
+      return;
+    }
+    sess.reconnecting = true;
+    sess.reconnects += 1;
+    log(`${reason}; reconnecting (try ${sess.reconnects} of ${CONFIG.reconnectAttempts})…`, 'warn');
+    showNotice('Connection lost; reconnecting…', 'warn');
+    closePeer(sess);
+    sess.remoteStream = new MediaStream();
+    el.video.srcObject = sess.remoteStream;
+    dh.ready = false;
+    dh.channelOpen = false;
+    dh.pc = null;
+    setConnState(CONN.CONNECTING);
+    try {
+      await connectMedia(sess);
+    } catch (err) {
+      if (sess !== session) return;
+      if (err instanceof ApiError && (err.status === 404 || err.status === 403 || err.status === 409)) {
+        fail(`${reason}; the session cannot be resumed (${err.message})`);
+        return;
+      }
+      log(`Reconnect failed: ${err && err.message ? err.message : err}`, 'warn');
+      setTimeout(() => { sess.reconnecting = false; reconnect(sess, reason); }, CONFIG.reconnectDelayMs);
+      return;
+    }
+    sess.reconnecting = false;
   }
 
   function deleteRemote(sess, { keepalive = false } = {}) {
@@ -1674,11 +1723,17 @@
   }
 
   function closeLocal(sess) {
+    try { sess.abort.abort(); } catch { /* ignore */ }
+    closePeer(sess);
+    if (sess.micStream) sess.micStream.getTracks().forEach((t) => t.stop());
+  }
+
+  /** The peer connection and what runs for it; the session and the microphone stay. */
+  function closePeer(sess) {
     clearInterval(sess.pingTimer);
     clearTimeout(sess.connectTimer);
     clearTimeout(sess.disconnectTimer);
     stopStats(sess);
-    try { sess.abort.abort(); } catch { /* ignore */ }
     if (sess.dc) {
       sess.dc.onmessage = null;
       try { sess.dc.close(); } catch { /* ignore */ }
@@ -1689,7 +1744,6 @@
       sess.pc.oniceconnectionstatechange = null;
       try { sess.pc.close(); } catch { /* ignore */ }
     }
-    if (sess.micStream) sess.micStream.getTracks().forEach((t) => t.stop());
     sess.remoteStream.getTracks().forEach((t) => t.stop());
   }
 

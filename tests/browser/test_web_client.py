@@ -2,13 +2,19 @@
 real app on the local Ray cluster (the session-scoped `app_url` fixture).
 
 Start -> connected -> the <video> plays at ~25 fps -> Send speaks (audio energy rises) ->
-Interrupt stops a long turn -> Stop ends the session on the server."""
+Interrupt stops a long turn -> Stop ends the session on the server. A session whose actor
+dies is resumed by the page on a new actor."""
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
+import ray
+
+from serve_app.config import SESSION_NAMESPACE
+from serve_app.events import CHANNEL_LOST_S
 
 from tests.browser.support import (
     inbound,
@@ -44,6 +50,8 @@ MOUTH_SAMPLER_JS = """([x0, y0, x1, y1]) => {
 # Dark pixels in the browser's frames: 15-75 with the mouth closed (at rest, or between sounds),
 # 200-860 for the open shapes.
 OPEN = 130
+CONNECTED_JS = ("() => document.getElementById('conn-state').textContent === 'connected'"
+                " && window.dh.events.some((e) => e.type === 'ready')")
 
 
 def mouth_box() -> list[int]:
@@ -82,10 +90,7 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
 
     # Start: connected, the events channel delivers "ready".
     await page.click("#start")
-    await page.wait_for_function(
-        "() => document.getElementById('conn-state').textContent === 'connected'"
-        " && window.dh.events.some((e) => e.type === 'ready')"
-    )
+    await page.wait_for_function(CONNECTED_JS)
     assert await page.evaluate("window.dh.sessionId")
 
     # The voice picker lists GET /api/voices with each voice's backend; picking one switches it.
@@ -169,4 +174,35 @@ async def test_web_client_start_speak_interrupt_stop(app_url, browser_page):
     assert await page.evaluate("window.dh.events.filter((e) => e.type === 'error')") == []
 
     # Stop: idle in the page, and the server's session count is back where it was.
+    await stop_and_check_clean(page, app_url, sessions_before, page_errors)
+
+
+
+async def test_the_page_resumes_its_session_when_the_actor_dies(app_url, browser_page):
+    """As when the actor's node is lost: the page's pings go unanswered, it offers again on
+    the same session with its token, and the server resumes it on a new actor."""
+    page = browser_page
+    page_errors, sessions_before = await open_app(page, app_url)
+    await page.click("#start")
+    await page.wait_for_function(CONNECTED_JS)
+    session_id = await page.evaluate("window.dh.sessionId")
+    turn = await say(page, "Before the fall.")
+    await wait_event(page, "turn_end", turn, timeout_ms=60_000)
+
+    old = ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
+    await asyncio.to_thread(ray.kill, old, no_restart=True)
+    await wait_event(page, "ready", resumed=True, timeout_ms=int(CHANNEL_LOST_S + 30) * 1000)
+    await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'connected'")
+    assert await page.evaluate("window.dh.sessionId") == session_id
+    assert ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)._actor_id != old._actor_id
+    await wait_media_time(page, 1.0)  # the new actor's face plays
+
+    turn = await say(page, "After the fall.")
+    await wait_event(page, "turn_end", turn, timeout_ms=60_000)
+    assert await page.text_content("#assistant-text") == "After the fall."
+    ended = await page.evaluate(
+        """() => { const ev = window.dh.events;
+          const from = ev.findIndex((e) => e.type === 'ready' && e.resumed);
+          return ev.slice(from).filter((e) => e.type === 'turn_end').map((e) => String(e.turn_id)); }""")
+    assert ended == [turn]  # no second greeting from the new actor
     await stop_and_check_clean(page, app_url, sessions_before, page_errors)

@@ -127,6 +127,33 @@ async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):
     assert await until(lambda: _gone(store, session.session_id))  # ended: the record is deleted
 
 
+@pytest.mark.parametrize("store_app", ["embedded"], indirect=True)
+async def test_a_webrtc_client_whose_actor_died_reconnects_to_its_history(store_app):
+    """The page's path (web/app.js reconnect; the browser test waits for its pings to go
+    unanswered, longer than this app's resume TTL): the client offers again on the same
+    session with its token and gets a new actor."""
+    chat = store_app["chat"]
+    session = await AvatarSession(store_app["url"]).start()
+    try:
+        await session.interrupt()  # the greeting
+        await ask_to_the_end(session, "My name is Zed.")
+        await until(lambda: _with_history(store_app["store"], session.session_id, REPLY))
+        old = actor_of(session.session_id)
+        await asyncio.to_thread(ray.kill, old, no_restart=True)
+        ready = await session.reconnect()
+        assert ready["resumed"] is True
+        assert actor_of(session.session_id)._actor_id != old._actor_id
+        frames = len(session.received.video)
+        await session.wait_until(lambda r: len(r.video) >= frames + 25)
+        await ask_to_the_end(session, "What is my name?")
+        assert {"role": "user", "content": "My name is Zed."} in chat.requests[-1]["messages"]
+        since = ready["received_at"]
+        spoken = [e for e in session.received.events if e["type"] == "turn_end" and e["received_at"] >= since]
+        assert len(spoken) == 1  # the question's turn only: the resumed session is not greeted again
+    finally:
+        await session.close()
+
+
 async def _with_history(store, session_id: str, text: str):
     record = await store.get(session_id)
     return record if record and any(m["content"] == text for m in record.history) else None
