@@ -6,7 +6,8 @@ the embedded SQLite file and a real redis-server started by the tests.
   reconnects with the token (and only with the token).
 - An ended session's record is deleted; a lost one expires after `store.resume_ttl_s`.
 - Killing the SessionManager replica leaves live sessions streaming and speaking; the
-  restarted replica takes them over, and new sessions can be created.
+  restarted replica takes them over, and new sessions can be created. Killing the ingress
+  replica or Serve's proxy leaves them streaming too.
 """
 from __future__ import annotations
 
@@ -209,26 +210,39 @@ async def test_killing_the_session_manager_leaves_sessions_streaming(store_app):
             await session.close()
 
 
+def kill_proxies() -> None:
+    """Serve's HTTP proxy actors (one per node); the controller starts new ones."""
+    proxies = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("SERVE_PROXY_ACTOR")]
+    assert proxies, "no Serve proxy found"
+    for proxy in proxies:
+        ray.kill(ray.get_actor(proxy["name"], namespace=proxy["namespace"]), no_restart=True)
+
+
 @pytest.mark.parametrize("store_app", ["redis"], indirect=True)
-async def test_killing_the_ingress_leaves_sessions_streaming(store_app):
-    """WebRTC media flows between the session actor and the client, not through the ingress:
-    while its replica restarts the face keeps coming, and the API answers again after."""
+@pytest.mark.parametrize("kill", ["ingress", "proxy"])
+async def test_killing_the_ingress_or_the_proxy_leaves_sessions_streaming(store_app, kill):
+    """WebRTC media flows between the session actor and the client, not through the ingress
+    or Serve's proxy: while either restarts the face keeps coming, and the API answers again
+    after."""
     from tests.integration.test_faults import kill_replica
 
     session = await AvatarSession(store_app["url"]).start()
     try:
         await session.interrupt()
-        await asyncio.to_thread(kill_replica, "Ingress", store_app["name"])
+        if kill == "ingress":
+            await asyncio.to_thread(kill_replica, "Ingress", store_app["name"])
+        else:
+            await asyncio.to_thread(kill_proxies)
         frames = len(session.received.video)
         await session.wait_until(lambda r: len(r.video) >= frames + 50)  # two seconds of video meanwhile
 
-        async def answered() -> bool:  # the proxy reaches a new Ingress replica
+        async def answered() -> bool:  # a new proxy, and a new Ingress replica behind it
             try:
                 return (await session.info())["connection"] == "connected"
             except Exception:
                 return False
 
         assert await until(answered, timeout=120, every=0.5)
-        await assert_still_streams_and_speaks(session, "The ingress came back.")
+        await assert_still_streams_and_speaks(session, f"The {kill} came back.")
     finally:
         await session.close()
