@@ -45,6 +45,8 @@ MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used 
 ACTOR_CALL_TIMEOUT_S = 30.0  # activating a started session actor (~1 s when healthy)
 STATS_TIMEOUT_S = 5.0  # asking a live session what it shows
 LOAD_TIMEOUT_S = 2.0  # a session that cannot say its load this fast is overloaded itself
+ADOPT_RETRY_S = 10.0  # a session actor that did not answer the takeover is asked again this often
+_UNANSWERED = object()
 
 
 @dataclass
@@ -78,6 +80,7 @@ class SessionPool:
         self._store = open_store(profile.store)
         self._resuming: dict[str, asyncio.Task] = {}  # by session id: one new actor per resume
         self._closing = False
+        self._adopting: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Check the store, take over the sessions a previous replica left running, fill up."""
@@ -316,26 +319,47 @@ class SessionPool:
         (detached, found by name) are this pool's again."""
         named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
         names = [a["name"] for a in named if a["namespace"] == SESSION_NAMESPACE and a["name"].startswith("session:")]
+        unanswered = await self._take_over(names)
+        if self._active:
+            log.info("took over %d live session(s)", len(self._active))
+        if unanswered:
+            self._adopting = asyncio.get_running_loop().create_task(self._adopt_later(unanswered))
 
-        async def describe(name: str) -> tuple[Any, dict] | None:
+    async def _take_over(self, names: list[str]) -> list[str]:
+        """Track the live sessions of this app among `names`, kill its warm actors (fill()
+        makes fresh ones). Returns the names that did not answer in time: a warm actor the
+        last replica started that is not placed yet (waiting for a node), or one too busy."""
+        async def describe(name: str) -> Any:
             try:
                 handle = ray.get_actor(name, namespace=SESSION_NAMESPACE)
                 return handle, await asyncio.wait_for(handle.describe.remote(), STATS_TIMEOUT_S)
+            except TimeoutError:
+                return _UNANSWERED
             except Exception:
-                return None  # it ended meanwhile, is dying, or was never placed
+                return None  # it ended meanwhile, or is dying
 
+        unanswered = []
         for name, found in zip(names, await asyncio.gather(*(describe(n) for n in names))):
+            if found is _UNANSWERED:
+                unanswered.append(name)
+                continue
             if found is None or found[1]["owner"] != self._owner:
                 continue  # gone, or another app's session
             handle, state = found
-            if not state["active"]:  # a warm actor: fill() makes fresh ones
+            if not state["active"]:
                 ray.kill(handle, no_restart=True)
                 continue
             created = time.monotonic() - state["age_s"]  # its lifetime, on this process's clock
             self._track(name.removeprefix("session:"),
                         _Active(handle, state["token_hash"], state["client"], created=created))
-        if self._active:
-            log.info("took over %d live session(s)", len(self._active))
+        return unanswered
+
+    async def _adopt_later(self, names: list[str]) -> None:
+        """Ask the actors that did not answer again until each has, or is gone: none is left
+        running (or, once placed, holding a session slot) with no pool that knows it."""
+        while names and not self._closing:
+            await asyncio.sleep(ADOPT_RETRY_S)
+            names = await self._take_over(names)
 
     async def delete(self, session_id: str, token: str | None) -> None:
         active = self._active.get(session_id)
@@ -393,7 +417,7 @@ class SessionPool:
 
     async def shutdown(self) -> None:
         self._closing = True
-        for task in (self._monitor, self._fill_task):
+        for task in (self._monitor, self._fill_task, self._adopting):
             if task is not None:
                 task.cancel()  # a warm actor being started is killed (_start_one)
         for session_id, active in list(self._active.items()):

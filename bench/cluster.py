@@ -32,7 +32,8 @@ from sessions import loadavg, med, print_machine, write_results  # noqa: E402
 
 from actors.capacity import cpu_ticks  # noqa: E402
 from serve_app.client import AvatarSession  # noqa: E402
-from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE  # noqa: E402
+from serve_app.config import PROJECT_ROOT  # noqa: E402
+from serve_app.local_cluster import alive_nodes, session_node, until  # noqa: E402
 
 HEAD = {"CPU": 2, "session_slots": 1, "models": 10}
 WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 1}}
@@ -41,31 +42,10 @@ LONG = ("This answer goes on for a while, sentence after sentence, so that the l
         "have chunks to render. It says a little more. And then a little more again.")
 
 
-def alive_nodes() -> int:
-    import ray
-
-    return sum(1 for n in ray.nodes() if n["Alive"])
-
-
 def replicas(deployment: str) -> int:
     from ray import serve
 
     return serve.status().applications["digital_human"].deployments[deployment].replica_states.get("RUNNING", 0)
-
-
-async def wait_for(condition, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.5)
-
-
-async def node_of(session: AvatarSession) -> str:
-    import ray
-
-    actor = ray.get_actor(f"session:{session.session_id}", namespace=SESSION_NAMESPACE)
-    return (await actor.describe.remote())["node_id"]
 
 
 async def timed_session(url: str) -> tuple[AvatarSession, dict]:
@@ -89,10 +69,10 @@ async def node_start(url: str, runs: int) -> list[dict]:
     rows = []
     try:
         for run in range(runs):
-            await wait_for(lambda: alive_nodes() == 1, IDLE_TIMEOUT_S + 180)  # the worker has gone
+            await until(lambda: len(alive_nodes()) == 1, IDLE_TIMEOUT_S + 180, every=0.5)  # the worker has gone
             cold, row = await timed_session(url)
             warm, warm_row = await timed_session(url)  # the worker's second slot: no node to start
-            row.update(warm_first_frame_s=warm_row["first_frame_s"], on_worker=await node_of(cold) != head)
+            row.update(warm_first_frame_s=warm_row["first_frame_s"], on_worker=await session_node(cold.session_id) != head)
             rows.append(row)
             print(f"  run {run + 1}: cold {row['created_s']} s to the session, {row['first_frame_s']} s to its "
                   f"first frame; warm {row['warm_first_frame_s']} s", flush=True)
@@ -118,11 +98,11 @@ async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             use = (await http.get("/api/health")).json()["lipsync_cache"]["deadline_use"]
         samples.append({"t": round(time.monotonic() - start, 1), "talking": len(talkers), "phase": phase,
-                        "lipsync": replicas("LipSync"), "tts": replicas("TTS"), "nodes": alive_nodes(),
+                        "lipsync": replicas("LipSync"), "tts": replicas("TTS"), "nodes": len(alive_nodes()),
                         "deadline_use": use})
 
     # Start from the bottom: what the node-start runs scaled up has come back down.
-    await wait_for(lambda: replicas("LipSync") == 1 and replicas("TTS") == 1, 180)
+    await until(lambda: replicas("LipSync") == 1 and replicas("TTS") == 1, 180, every=0.5)
     start = time.monotonic()
     try:
         for _ in range(top):

@@ -3,16 +3,49 @@ blocking: the integration tests, the GPU-profile check and the benchmarks all st
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from serve_app.config import PROJECT_ROOT
 
 DEFAULT_CONFIG = PROJECT_ROOT / "serve_config.yaml"
+
+
+async def until(condition: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
+    """Poll `condition()` (sync or async) until it returns something truthy; return that.
+    TimeoutError after `timeout` seconds."""
+    async def poll():
+        while True:
+            value = condition()
+            value = await value if asyncio.iscoroutine(value) else value
+            if value:
+                return value
+            await asyncio.sleep(every)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def alive_nodes() -> list[str]:
+    """The node ids of the cluster's live nodes."""
+    import ray
+
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+
+
+async def session_node(session_id: str) -> str:
+    """The id of the node a session's actor runs on."""
+    import ray
+
+    from serve_app.config import SESSION_NAMESPACE
+
+    actor = ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
+    return (await actor.describe.remote())["node_id"]
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from serve_app.client import AvatarSession
-from serve_app.config import PROJECT_ROOT, SESSION_NAMESPACE
+from serve_app.config import PROJECT_ROOT
+from serve_app.local_cluster import alive_nodes, session_node, until
 from tests.integration.support import assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.cluster
@@ -46,39 +47,17 @@ def cluster(tmp_path_factory):
     cluster.shutdown()
 
 
-def alive_nodes() -> list[dict]:
-    import ray
-
-    return [n for n in ray.nodes() if n["Alive"]]
-
-
-async def node_of(session: AvatarSession) -> str:
-    import ray
-
-    actor = ray.get_actor(f"session:{session.session_id}", namespace=SESSION_NAMESPACE)
-    return (await actor.describe.remote())["node_id"]
-
-
-async def until(condition, timeout: float, every: float = 0.5):
-    async def poll():
-        while not (value := condition()):
-            await asyncio.sleep(every)
-        return value
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
 async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_they_end(cluster):
     import ray
 
     url = cluster["url"]
     head = ray.get_runtime_context().get_node_id()  # this driver runs on the head
-    assert [n["NodeID"] for n in alive_nodes()] == [head]
+    assert alive_nodes() == [head]
     first = await AvatarSession(url).start()
     second = None
     try:
         await first.interrupt()
-        assert await node_of(first) == head
+        assert await session_node(first.session_id) == head
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             capacity = (await http.get("/api/health")).json()["capacity"]
         assert capacity["slot_resource"] == "session_slots"
@@ -87,8 +66,8 @@ async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_the
         # No slot left: the request waits while the autoscaler starts a worker node.
         second = await AvatarSession(url, request_timeout=180).start()
         await second.interrupt()
-        worker = await node_of(second)
-        assert worker != head and worker in [n["NodeID"] for n in alive_nodes()]
+        worker = await session_node(second.session_id)
+        assert worker != head and worker in alive_nodes()
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             capacity = (await http.get("/api/health")).json()["capacity"]
         assert (capacity["slots"], capacity["slots_free"], capacity["may_add"]) == (3, 1, 0)
@@ -100,7 +79,7 @@ async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_the
             if session is not None:
                 await session.close()
     # The worker is idle once its session has gone: the autoscaler removes it.
-    await until(lambda: [n["NodeID"] for n in alive_nodes()] == [head], timeout=IDLE_TIMEOUT_S + 120)
+    await until(lambda: alive_nodes() == [head], timeout=IDLE_TIMEOUT_S + 120)
 
 
 LONG = ("This answer goes on for a while, sentence after sentence, so that the lip-sync replicas "

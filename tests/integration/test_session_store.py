@@ -21,6 +21,7 @@ import ray
 from actors.store import open_store
 from serve_app.client import AvatarSession, SocketSession
 from serve_app.config import SESSION_NAMESPACE, StoreSettings
+from serve_app.local_cluster import until
 from tests.fakes.conversation_servers import FakeChat
 from tests.integration.support import assert_still_streams_and_speaks
 
@@ -65,19 +66,6 @@ async def store_app(request, app_url, tmp_path_factory):
 
 def actor_of(session_id: str):
     return ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
-
-
-async def until(condition, timeout: float = 30, every: float = 0.1):
-    """Poll `condition()` (sync or async) until it returns something truthy; return that."""
-    async def poll():
-        while True:
-            value = condition()
-            value = await value if asyncio.iscoroutine(value) else value
-            if value:
-                return value
-            await asyncio.sleep(every)
-
-    return await asyncio.wait_for(poll(), timeout)
 
 
 async def ask_to_the_end(session: AvatarSession, text: str) -> None:

@@ -1,0 +1,115 @@
+"""A restarted SessionManager's pool takes over what the last one left (actors/pool.py
+`_adopt`): its app's live sessions are tracked, its warm actors killed, other apps' actors
+left alone, and an actor that does not answer in time (a warm one the last replica started
+that is still waiting for a node) is asked again until it does, so none is left unowned.
+
+Ray's actor directory is replaced by a dictionary of fake actors here; the same takeover on
+a real cluster is tests/integration/test_session_store.py's SessionManager kill."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+import ray
+
+from actors import pool as pool_module
+from actors.pool import SessionPool
+from serve_app.config import SESSION_NAMESPACE, load_profile
+from serve_app.local_cluster import until
+
+OWNER = "digital_human"
+
+
+class FakeActor:
+    """Answers `describe()` with `state`, or never while `placed` is False."""
+
+    def __init__(self, state: dict, placed: bool = True) -> None:
+        self.state, self.placed = state, placed
+        self.describe = SimpleNamespace(remote=self._describe)
+        self.wait_closed = SimpleNamespace(remote=lambda: asyncio.Event().wait())  # a session that goes on
+
+    async def _describe(self) -> dict:
+        while not self.placed:
+            await asyncio.sleep(0.01)
+        return self.state
+
+
+def state(owner: str = OWNER, active: bool = False) -> dict:
+    return {"owner": owner, "active": active, "token_hash": "ab" * 32 if active else None, "client": "127.0.0.1",
+            "age_s": 5.0 if active else 0.0, "node_id": "n1"}
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    actors: dict[str, FakeActor] = {}
+    killed: list[str] = []
+
+    def get_actor(name: str, namespace: str):
+        assert namespace == SESSION_NAMESPACE
+        if name not in actors:
+            raise ValueError(f"no actor {name}")
+        return actors[name]
+
+    def kill(handle, no_restart: bool = True):
+        name = next(n for n, a in actors.items() if a is handle)
+        killed.append(name)
+        del actors[name]
+
+    monkeypatch.setattr(ray.util, "list_named_actors", lambda all_namespaces=True: [
+        {"name": name, "namespace": SESSION_NAMESPACE} for name in list(actors)] + [
+        {"name": "SERVE_CONTROLLER_ACTOR", "namespace": "serve"}])
+    monkeypatch.setattr(ray, "get_actor", get_actor)
+    monkeypatch.setattr(ray, "kill", kill)
+    monkeypatch.setattr(pool_module, "STATS_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(pool_module, "ADOPT_RETRY_S", 0.1)
+    return SimpleNamespace(actors=actors, killed=killed)
+
+
+@pytest.fixture
+async def pool(tmp_path):
+    profile = load_profile("configs/cpu.yaml", {
+        "store": {"backend": "embedded", "path": str(tmp_path / "sessions.sqlite3")},
+        "sessions": {"warm_pool": 0, "admission": {"enabled": False}}})
+    made = SessionPool(profile, {}, stages=None, owner=OWNER)
+    yield made
+    made._closing = True
+    if made._adopting is not None:
+        made._adopting.cancel()
+    for active in made._active.values():
+        active.reaper.cancel()
+
+
+async def test_a_restarted_pool_takes_over_its_live_sessions_and_kills_its_warm_actors(cluster, pool):
+    cluster.actors.update({
+        "session:live": FakeActor(state(active=True)),
+        "session:warm": FakeActor(state()),
+        "session:theirs": FakeActor(state(owner="other_app", active=True)),
+        "session:theirs-warm": FakeActor(state(owner="other_app")),
+    })
+    await pool.start()
+    assert list(pool._active) == ["live"]
+    assert pool._active["live"].token_hash == "ab" * 32
+    assert cluster.killed == ["session:warm"]
+    assert pool._adopting is None  # every actor answered
+
+
+async def test_an_actor_that_did_not_answer_the_takeover_is_asked_again_until_it_does(cluster, pool):
+    unplaced_warm = FakeActor(state(), placed=False)  # the last replica started it; no node yet
+    busy_live = FakeActor(state(active=True), placed=False)
+    cluster.actors.update({"session:unplaced": unplaced_warm, "session:busy": busy_live})
+    await pool.start()
+    assert pool._active == {} and cluster.killed == []
+
+    unplaced_warm.placed = busy_live.placed = True  # the node came; the busy one caught up
+    await until(lambda: pool._adopting.done(), timeout=10)
+    assert cluster.killed == ["session:unplaced"]  # not left holding a session slot
+    assert list(pool._active) == ["busy"]
+
+
+async def test_an_actor_that_ends_before_it_answers_is_not_asked_again(cluster, pool):
+    cluster.actors["session:dying"] = FakeActor(state(), placed=False)
+    await pool.start()
+    del cluster.actors["session:dying"]  # ended meanwhile: get_actor now fails
+    await until(lambda: pool._adopting.done(), timeout=10)
+    assert cluster.killed == [] and pool._active == {}
