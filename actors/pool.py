@@ -151,7 +151,9 @@ class SessionPool:
             active = list(self._active.items())
             loads = await asyncio.gather(*(self._load_of(a) for _, a in active))
             self._loads = {sid: load for (sid, _), load in zip(active, loads) if sid in self._active}
-            self._free_cores = cpu.free_cores(cores)
+            # With session slots, sessions run on the nodes that hold them, not on this
+            # replica's: the slots size those nodes, and this node's CPU says nothing of them.
+            self._free_cores = None if self._settings.slot_resource else cpu.free_cores(cores)
             now = time.monotonic()
             young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)
             self._overload = overload_reason(settings, self._loads, self._free_cores, young + self._creating)

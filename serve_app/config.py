@@ -86,7 +86,9 @@ class AdmissionSettings(_Strict):
     missed more than `max_missed_frames` frames (late, skipped, repeated) in the last
     `window_s`, or its process woke up more than `max_loop_lag_ms` late, or the node had less
     than `min_free_cores` idle (a talking session's cost; steal counts as busy), a new
-    session gets 503 with Retry-After. The first session is always let in."""
+    session gets 503 with Retry-After. The first session is always let in. The CPU rule is
+    for one machine: with `sessions.slot_resource` (a cluster) the slots size the session
+    nodes and only the sessions' own deadlines are measured."""
 
     enabled: bool = True
     window_s: float = Field(10.0, gt=0)

@@ -1,7 +1,10 @@
-"""A restarted SessionManager's pool takes over what the last one left (actors/pool.py
-`_adopt`): its app's live sessions are tracked, its warm actors killed, other apps' actors
-left alone, and an actor that does not answer in time (a warm one the last replica started
-that is still waiting for a node) is asked again until it does, so none is left unowned.
+"""The session pool's view of the cluster (actors/pool.py).
+
+A restarted SessionManager's pool takes over what the last one left (`_adopt`): its app's
+live sessions are tracked, its warm actors killed, other apps' actors left alone, and an
+actor that does not answer in time (a warm one the last replica started that is still
+waiting for a node) is asked again until it does, so none is left unowned. Admission measures
+this node's CPU on one machine only: on a cluster (session slots) sessions run elsewhere.
 
 Ray's actor directory is replaced by a dictionary of fake actors here; the same takeover on
 a real cluster is tests/integration/test_session_store.py's SessionManager kill."""
@@ -14,6 +17,7 @@ import pytest
 import ray
 
 from actors import pool as pool_module
+from actors.capacity import SessionLoad
 from actors.pool import SessionPool
 from serve_app.config import SESSION_NAMESPACE, load_profile
 from serve_app.local_cluster import until
@@ -28,6 +32,12 @@ class FakeActor:
         self.state, self.placed = state, placed
         self.describe = SimpleNamespace(remote=self._describe)
         self.wait_closed = SimpleNamespace(remote=lambda: asyncio.Event().wait())  # a session that goes on
+        self.load = SimpleNamespace(remote=self._load)
+        self.loads_asked = 0
+
+    async def _load(self) -> SessionLoad:
+        self.loads_asked += 1
+        return SessionLoad(missed_frames=0, loop_lag_ms=1.0, rss_mb=300.0)  # on time
 
     async def _describe(self) -> dict:
         while not self.placed:
@@ -67,17 +77,27 @@ def cluster(monkeypatch):
 
 
 @pytest.fixture
-async def pool(tmp_path):
-    profile = load_profile("configs/cpu.yaml", {
-        "store": {"backend": "embedded", "path": str(tmp_path / "sessions.sqlite3")},
-        "sessions": {"warm_pool": 0, "admission": {"enabled": False}}})
-    made = SessionPool(profile, {}, stages=None, owner=OWNER)
-    yield made
-    made._closing = True
-    if made._adopting is not None:
-        made._adopting.cancel()
-    for active in made._active.values():
-        active.reaper.cancel()
+async def make_pool(tmp_path):
+    made: list[SessionPool] = []
+
+    def make(**sessions) -> SessionPool:
+        profile = load_profile("configs/cpu.yaml", {
+            "store": {"backend": "embedded", "path": str(tmp_path / "sessions.sqlite3")},
+            "sessions": {"warm_pool": 0, "admission": {"enabled": False}} | sessions})
+        made.append(SessionPool(profile, {}, stages=None, owner=OWNER))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool._closing = True
+        for task in (pool._adopting, pool._monitor, *(a.reaper for a in pool._active.values())):
+            if task is not None:
+                task.cancel()
+
+
+@pytest.fixture
+def pool(make_pool) -> SessionPool:
+    return make_pool()
 
 
 async def test_a_restarted_pool_takes_over_its_live_sessions_and_kills_its_warm_actors(cluster, pool):
@@ -113,3 +133,18 @@ async def test_an_actor_that_ends_before_it_answers_is_not_asked_again(cluster, 
     del cluster.actors["session:dying"]  # ended meanwhile: get_actor now fails
     await until(lambda: pool._adopting.done(), timeout=10)
     assert cluster.killed == [] and pool._active == {}
+
+
+@pytest.mark.parametrize("slot_resource", [None, "session_slots"])
+async def test_the_cpu_rule_measures_this_node_only_without_session_slots(cluster, make_pool, slot_resource):
+    live = cluster.actors["session:live"] = FakeActor(state(active=True))
+    pool = make_pool(slot_resource=slot_resource,
+                     admission={"enabled": True, "poll_s": 0.05, "min_free_cores": 1000})  # never this many
+    await pool.start()
+    # Asked a third time: the second round (two CPU samples: a measurement) has been judged.
+    await until(lambda: live.loads_asked >= 3, timeout=10)
+    admission = pool.admission()
+    if slot_resource is None:  # one machine: sessions share this node's CPU
+        assert not admission["accepting"] and "CPU cores free" in admission["reason"], admission
+    else:  # a cluster: the session on time is all that is measured
+        assert admission["accepting"] and admission["free_cores"] is None, admission
