@@ -45,6 +45,7 @@ MAX_CLIENTS_TRACKED = 10_000  # creation-rate buckets kept (least recently used 
 ACTOR_CALL_TIMEOUT_S = 30.0  # activating a started session actor (~1 s when healthy)
 STATS_TIMEOUT_S = 5.0  # asking a live session what it shows
 LOAD_TIMEOUT_S = 2.0  # a session that cannot say its load this fast is overloaded itself
+MAX_START_TRIES = 3  # session actors started for one session, when each dies starting
 ADOPT_RETRY_S = 10.0  # a session actor that did not answer the takeover is asked again this often
 _UNANSWERED = object()
 
@@ -103,19 +104,28 @@ class SessionPool:
         return session_id, handle
 
     async def _start_one(self, session_id: str | None = None) -> tuple[str, Any]:
+        """A started session actor, within `sessions.start_timeout_s`. One that dies while
+        starting (placed on a node that was lost before the cluster noticed) is started
+        again, up to MAX_START_TRIES."""
         self._starting += 1
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._settings.start_timeout_s
         try:
-            session_id, handle = self._spawn(session_id)
-            try:
-                await asyncio.wait_for(handle.ready.remote(), self._settings.start_timeout_s)
-            except BaseException as exc:
-                ray.kill(handle, no_restart=True)  # never leave a half-started actor behind
-                if isinstance(exc, TimeoutError):
-                    raise CapacityError(
-                        f"no room for a new session within {self._settings.start_timeout_s:g} s (the cluster has "
-                        "no free capacity for its actor); retry later", self._settings.retry_after_s) from None
-                raise
-            return session_id, handle
+            for tries in range(1, MAX_START_TRIES + 1):
+                session_id, handle = self._spawn(session_id)
+                try:
+                    await asyncio.wait_for(handle.ready.remote(), max(0.0, give_up_at - loop.time()))
+                    return session_id, handle
+                except BaseException as exc:
+                    ray.kill(handle, no_restart=True)  # never leave a half-started actor behind
+                    if isinstance(exc, TimeoutError):
+                        raise CapacityError(
+                            f"no room for a new session within {self._settings.start_timeout_s:g} s (the cluster "
+                            "has no free capacity for its actor); retry later", self._settings.retry_after_s) from None
+                    if not isinstance(exc, ray.exceptions.RayActorError) or tries == MAX_START_TRIES:
+                        raise
+                    log.warning("session actor %s died while starting (%s); starting another", session_id,
+                                exc.__class__.__name__)
         finally:
             self._starting -= 1
 

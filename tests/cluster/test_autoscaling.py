@@ -1,7 +1,8 @@
 """Scale-out on Ray's fake multi-node autoscaling cluster (serve_app/local_cluster.py): the
 head holds one session slot; a second session makes the autoscaler start a worker node, its
 actor runs there and its media and speech reach the client through the head's proxy; once the
-sessions end the idle node is removed.
+sessions end the idle node is removed. When a session's node is lost, its client reconnects
+and the session goes on, with its history (from Redis), on a node the autoscaler starts.
 
 Runs in a pytest process of its own, after the others (scripts/test.sh): starting this cluster
 stops every Ray process of the machine.
@@ -9,31 +10,48 @@ stops every Ray process of the machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from actors.store import open_store
 from serve_app.client import AvatarSession
-from serve_app.config import PROJECT_ROOT
+from serve_app.config import PROJECT_ROOT, StoreSettings
+from serve_app.events import CHANNEL_LOST_S
 from serve_app.local_cluster import alive_nodes, session_node, until
-from tests.integration.support import assert_still_streams_and_speaks
+from tests.fakes.conversation_servers import FakeChat
+from tests.integration.support import ask_to_the_end, assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.cluster
 
 HEAD = {"CPU": 2, "session_slots": 1, "models": 10}  # model replicas only here
-WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 1}}
+# Two worker nodes at most: one that is lost, and the one started in its place.
+WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 2}}
 IDLE_TIMEOUT_S = 10
+REPLY = "Nice to meet you, Zed."
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def chat():
+    server = FakeChat(REPLY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, redis_url, chat):
     from ray import serve
 
     from serve_app.local_cluster import FakeAutoscalingCluster, deploy_config, free_port
 
     cluster = FakeAutoscalingCluster(HEAD, WORKERS, idle_timeout_s=IDLE_TIMEOUT_S)
-    cluster.start()
+    cluster.start(env={"DH_REDIS_URL": redis_url})  # every node reaches the tests' Redis
     cluster.connect()
     config = {"proxy_location": "HeadOnly",  # the ingress on the head reaches every node's sessions
               "applications": [{"name": "digital_human", "route_prefix": "/", "import_path": "serve_app.app:build_app",
@@ -41,7 +59,9 @@ def cluster(tmp_path_factory):
     path = tmp_path_factory.mktemp("cluster") / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    deploy_config(path, port, timeout_s=240)
+    overrides = {"store": {"backend": "redis", "url_env": "DH_REDIS_URL"},
+                 "llm": {"options": {"base_url": chat.url + "/v1", "model": "fake"}}}
+    deploy_config(path, port, timeout_s=240, overrides=overrides)
     yield {"url": f"http://127.0.0.1:{port}", "cluster": cluster}
     serve.shutdown()
     cluster.shutdown()
@@ -80,6 +100,75 @@ async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_the
                 await session.close()
     # The worker is idle once its session has gone: the autoscaler removes it.
     await until(lambda: alive_nodes() == [head], timeout=IDLE_TIMEOUT_S + 120)
+
+
+def kill_node(node_id: str) -> None:
+    """As when a machine is lost: SIGKILL the node's raylet and every process it started (its
+    workers, the session actors among them; left alone, a worker outlives its raylet)."""
+    parents = {}
+    raylet = None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if argv[0].endswith(b"/raylet") and f"--node_id={node_id}".encode() in argv:
+            raylet = int(pid)
+    assert raylet is not None, f"no raylet process for node {node_id}"
+    doomed, grew = {raylet}, True
+    while grew:  # the raylet's descendants
+        more = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+        doomed |= more
+        grew = bool(more)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_session_whose_node_is_lost_goes_on_with_its_history_on_a_new_node(cluster, chat):
+    import ray
+
+    url = cluster["url"]
+    head = ray.get_runtime_context().get_node_id()
+    await until(lambda: alive_nodes() == [head], timeout=IDLE_TIMEOUT_S + 120)  # after the test before
+    store = open_store(StoreSettings(backend="redis", url_env="DH_TEST_REDIS_URL"))
+    first = await AvatarSession(url).start()  # holds the head's slot
+    second = None
+    try:
+        await first.interrupt()
+        second = await AvatarSession(url, request_timeout=240).start()
+        await second.interrupt()
+        lost = await session_node(second.session_id)
+        assert lost != head
+        await ask_to_the_end(second, "My name is Zed.")
+        record = await until(lambda: _with_reply(store, second.session_id), timeout=30)
+        assert record.token_hash == hashlib.sha256(second.token.encode()).hexdigest()
+
+        kill_node(lost)
+        await until(lambda: second.lost, timeout=CHANNEL_LOST_S + 10)  # its pings went unanswered
+        # Reconnecting with the token: a new actor, on a node the autoscaler starts for it
+        # (the head's one slot is taken), with the history from the store.
+        ready = await second.reconnect(timeout=240)
+        assert ready["resumed"] is True
+        assert await session_node(second.session_id) not in (head, lost)
+        await ask_to_the_end(second, "What is my name?")
+        prompt = chat.requests[-1]["messages"]
+        assert {"role": "user", "content": "My name is Zed."} in prompt
+        assert {"role": "assistant", "content": REPLY} in prompt
+        await assert_still_streams_and_speaks(second, "Back on a new node.")
+        await assert_still_streams_and_speaks(first, "The head never stopped.")  # untouched by the loss
+    finally:
+        for session in (first, second):
+            if session is not None:
+                await session.close()
+        await store.close()
+    await until(lambda: alive_nodes() == [head], timeout=IDLE_TIMEOUT_S + 120)
+
+
+async def _with_reply(store, session_id: str):
+    record = await store.get(session_id)
+    return record if record and any(m["content"] == REPLY for m in record.history) else None
 
 
 LONG = ("This answer goes on for a while, sentence after sentence, so that the lip-sync replicas "

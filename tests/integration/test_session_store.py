@@ -23,7 +23,7 @@ from serve_app.client import AvatarSession, SocketSession
 from serve_app.config import SESSION_NAMESPACE, StoreSettings
 from serve_app.local_cluster import until
 from tests.fakes.conversation_servers import FakeChat
-from tests.integration.support import assert_still_streams_and_speaks
+from tests.integration.support import ask_to_the_end, assert_still_streams_and_speaks
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,6 @@ async def store_app(request, app_url, tmp_path_factory):
 
 def actor_of(session_id: str):
     return ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
-
-
-async def ask_to_the_end(session: AvatarSession, text: str) -> None:
-    turn_id = await session.ask(text)
-    end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
-    assert end["interrupted"] is False
 
 
 async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):

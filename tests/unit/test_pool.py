@@ -148,3 +148,27 @@ async def test_the_cpu_rule_measures_this_node_only_without_session_slots(cluste
         assert not admission["accepting"] and "CPU cores free" in admission["reason"], admission
     else:  # a cluster: the session on time is all that is measured
         assert admission["accepting"] and admission["free_cores"] is None, admission
+
+
+async def test_an_actor_that_dies_while_starting_is_started_again(cluster, pool, monkeypatch):
+    """Placed on a node that was lost before the cluster noticed: a new actor, same session."""
+    deaths = iter([True, True, False])  # the first two die, the third starts
+
+    def spawn(session_id=None):
+        handle = FakeActor(state())
+        cluster.actors[f"session:{session_id}"] = handle
+
+        async def ready():
+            if next(deaths):
+                raise ray.exceptions.ActorDiedError()
+        handle.ready = SimpleNamespace(remote=ready)
+        return session_id, handle
+
+    monkeypatch.setattr(pool, "_spawn", spawn)
+    session_id, handle = await pool._start_one("s1")
+    assert session_id == "s1" and cluster.actors["session:s1"] is handle
+    assert cluster.killed == ["session:s1", "session:s1"]  # each dead one cleaned up
+
+    deaths = iter([True] * pool_module.MAX_START_TRIES)
+    with pytest.raises(ray.exceptions.ActorDiedError):  # a node that keeps failing: an error, no loop
+        await pool._start_one("s2")
