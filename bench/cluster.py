@@ -1,6 +1,6 @@
 """Scale-out on Ray's fake multi-node autoscaling cluster (serve_app/local_cluster.py).
 
-    python bench/cluster.py --cold 3 --ramp 3 --step-s 25
+    python bench/cluster.py --cold 3 --loss 3 --ramp 3 --step-s 25
 
 Deploys tests/fixtures/cluster.yaml (Piper, viseme lip-sync; the head holds 1 session slot, a
 worker node 2 and the autoscaler may start one) and measures:
@@ -8,7 +8,11 @@ worker node 2 and the autoscaler may start one) and measures:
 1. Node start to first frame: with the head's slot taken, the time from `POST /api/sessions`
    to the session's first video frame at the client, when its actor needs a worker node the
    autoscaler starts (cold), and when it lands on a live node with a free slot (warm).
-2. A load ramp: one more talking session every `--step-s`, up to `--ramp`, then all fall
+2. Node loss to the session back: a session on a worker node whose node is killed (its
+   raylet and processes, `FakeAutoscalingCluster.kill_node`); the times from the kill to
+   its client noticing (unanswered pings), to the resumed session's `ready` after
+   `reconnect()` (a new actor on a node the autoscaler starts), and to its first frame.
+3. A load ramp: one more talking session every `--step-s`, up to `--ramp`, then all fall
    silent; every second, the running replicas of LipSync (deadline policy,
    `--target-use`) and TTS (ongoing requests, `--tts-target`) and the nodes alive.
 
@@ -36,7 +40,8 @@ from serve_app.config import PROJECT_ROOT  # noqa: E402
 from serve_app.local_cluster import alive_nodes, session_node, until  # noqa: E402
 
 HEAD = {"CPU": 2, "session_slots": 1, "models": 10}
-WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 1}}
+# Two worker nodes at most: a lost one and the one started in its place.
+WORKERS = {"sessions": {"resources": {"CPU": 2, "session_slots": 2}, "min_workers": 0, "max_workers": 2}}
 IDLE_TIMEOUT_S = 10
 LONG = ("This answer goes on for a while, sentence after sentence, so that the lip-sync replicas "
         "have chunks to render. It says a little more. And then a little more again.")
@@ -78,6 +83,41 @@ async def node_start(url: str, runs: int) -> list[dict]:
                   f"first frame; warm {row['warm_first_frame_s']} s", flush=True)
             for session in (cold, warm):
                 await session.close()
+    finally:
+        await holder.close()
+    return rows
+
+
+async def node_loss(url: str, cluster, runs: int) -> list[dict]:
+    import ray
+
+    head = ray.get_runtime_context().get_node_id()
+    holder, _ = await timed_session(url)  # takes the head's only slot
+    await holder.interrupt()
+    rows = []
+    try:
+        for run in range(runs):
+            await until(lambda: len(alive_nodes()) == 1, IDLE_TIMEOUT_S + 180, every=0.5)
+            victim, _ = await timed_session(url)
+            await victim.interrupt()
+            node = await session_node(victim.session_id)
+            assert node != head
+            killed = time.monotonic()
+            cluster.kill_node(node)
+            await until(lambda: victim.lost, 60, every=0.05)
+            noticed = time.monotonic()
+            frames = len(victim.received.video)
+            ready = await victim.reconnect(timeout=240)
+            assert ready["resumed"]
+            resumed = time.monotonic()
+            await victim.wait_until(lambda r: len(r.video) > frames, timeout=60)
+            row = {"noticed_s": round(noticed - killed, 2), "resumed_s": round(resumed - killed, 2),
+                   "first_frame_s": round(time.monotonic() - killed, 2),
+                   "new_node": await session_node(victim.session_id) not in (head, node)}
+            rows.append(row)
+            print(f"  run {run + 1}: noticed {row['noticed_s']} s after the kill, resumed {row['resumed_s']} s, "
+                  f"first frame {row['first_frame_s']} s (on a new node: {row['new_node']})", flush=True)
+            await victim.close()
     finally:
         await holder.close()
     return rows
@@ -145,13 +185,16 @@ def print_ramp(samples: list[dict]) -> None:
             last = key
 
 
-async def main_async(url: str, args) -> dict:
+async def main_async(url: str, cluster, args) -> dict:
     print("node start to first frame (head slot taken):", flush=True)
     cold = await node_start(url, args.cold)
+    print("node lost to the session back (head slot taken):", flush=True)
+    loss = await node_loss(url, cluster, args.loss)
     print(f"ramp to {args.ramp} talking sessions, one every {args.step_s:g} s, then silence:", flush=True)
     samples = await ramp(url, args.ramp, args.step_s, args.tail_s)
     print_ramp(samples)
-    return {"node_start": cold, "ramp": samples,
+    return {"node_start": cold, "node_loss": loss, "ramp": samples,
+            "loss_first_frame_median_s": med([r["first_frame_s"] for r in loss]),
             "cold_first_frame_median_s": med([r["first_frame_s"] for r in cold]),
             "warm_first_frame_median_s": med([r["warm_first_frame_s"] for r in cold])}
 
@@ -164,6 +207,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", type=int, default=3, help="node-start runs")
+    parser.add_argument("--loss", type=int, default=3, help="node-loss runs")
     parser.add_argument("--ramp", type=int, default=3, help="talking sessions at the top of the ramp")
     parser.add_argument("--step-s", type=float, default=25)
     parser.add_argument("--tail-s", type=float, default=60, help="how long to watch after the talking stops")
@@ -195,7 +239,7 @@ def main() -> None:
         path.write_text(yaml.safe_dump(config))
         port = free_port()
         deploy_config(path, port, timeout_s=240, overrides=overrides)
-        report = asyncio.run(main_async(f"http://127.0.0.1:{port}", args))
+        report = asyncio.run(main_async(f"http://127.0.0.1:{port}", cluster, args))
         serve.shutdown()
     finally:
         cluster.shutdown()
@@ -205,7 +249,8 @@ def main() -> None:
         "tts_autoscaling": tts_scaling}, busy_pct=round(100 * (busy1 - busy0) / (total1 - total0), 1),
         steal_pct=round(100 * (steal1 - steal0) / (total1 - total0), 1))
     print(f"cold first frame median {report['cold_first_frame_median_s']} s, warm "
-          f"{report['warm_first_frame_median_s']} s; CPU busy {report['busy_pct']}%, steal {report['steal_pct']}%; "
+          f"{report['warm_first_frame_median_s']} s; node lost to first frame median "
+          f"{report['loss_first_frame_median_s']} s; CPU busy {report['busy_pct']}%, steal {report['steal_pct']}%; "
           f"load {load} -> {report['load_end']}")
     print(f"results: {write_results('cluster', report)}")
 

@@ -189,6 +189,33 @@ class FakeAutoscalingCluster:
                        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         subprocess.run(cmd, check=True, env=environment, capture_output=True)
 
+    @staticmethod
+    def kill_node(node_id: str) -> None:
+        """As when a machine is lost: SIGKILL the node's raylet and every process it started
+        (its workers, session actors among them: left alone, a worker outlives its raylet)."""
+        import contextlib
+        import signal
+
+        parents, raylet = {}, None
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if argv[0].endswith(b"/raylet") and f"--node_id={node_id}".encode() in argv:
+                raylet = int(pid)
+        if raylet is None:
+            raise ValueError(f"no raylet process for node {node_id}")
+        doomed, grew = {raylet}, True
+        while grew:  # the raylet's descendants
+            more = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+            doomed |= more
+            grew = bool(more)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def connect(self, namespace: str = "serve") -> None:
         import ray
 

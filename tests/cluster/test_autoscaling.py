@@ -10,11 +10,7 @@ stops every Ray process of the machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
-import signal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -102,30 +98,6 @@ async def test_sessions_beyond_the_heads_slots_start_a_node_and_it_goes_when_the
     await until(lambda: alive_nodes() == [head], timeout=IDLE_TIMEOUT_S + 120)
 
 
-def kill_node(node_id: str) -> None:
-    """As when a machine is lost: SIGKILL the node's raylet and every process it started (its
-    workers, the session actors among them; left alone, a worker outlives its raylet)."""
-    parents = {}
-    raylet = None
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if argv[0].endswith(b"/raylet") and f"--node_id={node_id}".encode() in argv:
-            raylet = int(pid)
-    assert raylet is not None, f"no raylet process for node {node_id}"
-    doomed, grew = {raylet}, True
-    while grew:  # the raylet's descendants
-        more = {pid for pid, parent in parents.items() if parent in doomed} - doomed
-        doomed |= more
-        grew = bool(more)
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 async def test_a_session_whose_node_is_lost_goes_on_with_its_history_on_a_new_node(cluster, chat):
     import ray
 
@@ -145,7 +117,7 @@ async def test_a_session_whose_node_is_lost_goes_on_with_its_history_on_a_new_no
         record = await until(lambda: _with_reply(store, second.session_id), timeout=30)
         assert record.token_hash == hashlib.sha256(second.token.encode()).hexdigest()
 
-        kill_node(lost)
+        cluster["cluster"].kill_node(lost)
         await until(lambda: second.lost, timeout=CHANNEL_LOST_S + 10)  # its pings went unanswered
         # Reconnecting with the token: a new actor, on a node the autoscaler starts for it
         # (the head's one slot is taken), with the history from the store.
