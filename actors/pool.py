@@ -82,6 +82,7 @@ class SessionPool:
         self._resuming: dict[str, asyncio.Task] = {}  # by session id: one new actor per resume
         self._closing = False
         self._adopting: asyncio.Task | None = None
+        self._describing: dict[str, asyncio.Future] = {}  # takeover calls not answered yet, by name
 
     async def start(self) -> None:
         """Check the store, take over the sessions a previous replica left running, fill up."""
@@ -157,13 +158,15 @@ class SessionPool:
         cpu = NodeCpu(settings.window_s)
         cores = len(os.sched_getaffinity(0))
         while True:
-            cpu.sample()
+            if not self._settings.slot_resource:
+                cpu.sample()
             active = list(self._active.items())
             loads = await asyncio.gather(*(self._load_of(a) for _, a in active))
             self._loads = {sid: load for (sid, _), load in zip(active, loads) if sid in self._active}
             # With session slots, sessions run on the nodes that hold them, not on this
-            # replica's: the slots size those nodes, and this node's CPU says nothing of them.
-            self._free_cores = None if self._settings.slot_resource else cpu.free_cores(cores)
+            # replica's: the slots size those nodes, and this node's CPU says nothing of them
+            # (never sampled: None).
+            self._free_cores = cpu.free_cores(cores)
             now = time.monotonic()
             young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)
             self._overload = overload_reason(settings, self._loads, self._free_cores, young + self._creating)
@@ -344,11 +347,21 @@ class SessionPool:
         async def describe(name: str) -> Any:
             try:
                 handle = ray.get_actor(name, namespace=SESSION_NAMESPACE)
-                return handle, await asyncio.wait_for(handle.describe.remote(), STATS_TIMEOUT_S)
-            except TimeoutError:
+            except ValueError:
+                self._describing.pop(name, None)
+                return None  # it ended meanwhile
+            # One call per actor, awaited again on each round: an actor that is never placed
+            # would otherwise queue a new call every ADOPT_RETRY_S.
+            call = self._describing.get(name)
+            if call is None:
+                call = self._describing[name] = asyncio.ensure_future(handle.describe.remote())
+            done, _ = await asyncio.wait({call}, timeout=STATS_TIMEOUT_S)
+            if not done:
                 return _UNANSWERED
-            except Exception:
-                return None  # it ended meanwhile, or is dying
+            del self._describing[name]
+            if call.exception() is not None:
+                return None  # it is dying
+            return handle, call.result()
 
         unanswered = []
         for name, found in zip(names, await asyncio.gather(*(describe(n) for n in names))):
@@ -429,7 +442,7 @@ class SessionPool:
 
     async def shutdown(self) -> None:
         self._closing = True
-        for task in (self._monitor, self._fill_task, self._adopting):
+        for task in (self._monitor, self._fill_task, self._adopting, *self._describing.values()):
             if task is not None:
                 task.cancel()  # a warm actor being started is killed (_start_one)
         for session_id, active in list(self._active.items()):

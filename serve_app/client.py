@@ -254,6 +254,8 @@ class AvatarSession:
             with contextlib.suppress(Exception):  # a channel closing under us: caught below
                 channel.send(json.dumps({"type": "ping"}))
             await asyncio.sleep(CHANNEL_PING_S)
+            if pc.connectionState == "closed":
+                return  # replaced by reconnect(), or closed: not this peer's pongs to judge
             if time.monotonic() - self._last_pong > CHANNEL_LOST_S:
                 self.lost = True
                 await pc.close()

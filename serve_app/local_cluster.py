@@ -196,17 +196,24 @@ class FakeAutoscalingCluster:
         import contextlib
         import signal
 
-        parents, raylet = {}, None
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            if argv[0].endswith(b"/raylet") and f"--node_id={node_id}".encode() in argv:
-                raylet = int(pid)
+        def processes() -> dict[int, tuple[int, list[bytes]]]:  # pid -> (parent, argv)
+            found = {}
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # gone meanwhile
+                found[int(pid)] = (parent, argv)
+            return found
+
+        flag = f"--node_id={node_id}".encode()
+        raylet = next((pid for pid, (_, argv) in processes().items()
+                       if argv[0].endswith(b"/raylet") and flag in argv), None)
         if raylet is None:
             raise ValueError(f"no raylet process for node {node_id}")
+        os.kill(raylet, signal.SIGSTOP)  # it starts no worker while its family is listed
+        parents = {pid: parent for pid, (parent, _) in processes().items()}
         doomed, grew = {raylet}, True
         while grew:  # the raylet's descendants
             more = {pid for pid, parent in parents.items() if parent in doomed} - doomed

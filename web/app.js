@@ -1205,7 +1205,10 @@
     if (state === 'connected') {
       clearTimeout(sess.connectTimer);
       sess.connectTimer = null;
-      sess.reconnects = 0;
+      if (sess.reconnectNotice) {
+        sess.reconnectNotice = false;
+        hideNotice();
+      }
       if (dh.state !== CONN.CONNECTED) {
         setConnState(CONN.CONNECTED);
         if (!sess.keepNotice) hideNotice();
@@ -1418,6 +1421,7 @@
       }
       case 'ready':
         dh.ready = true;
+        sess.reconnects = 0;  // the server answers on this connection: a later loss may try again
         log(ev.resumed ? 'Session resumed on the server (the conversation goes on)' : 'Avatar media started', 'event');
         break;
       case 'mic_mode': {
@@ -1558,8 +1562,9 @@
       pendingSay: null,
       keepNotice: false,      // a microphone notice stays up when the media connects
       iceServers: [],
-      reconnects: 0,          // tries since the media was last connected
+      reconnects: 0,          // tries since the server last said ready
       reconnecting: false,
+      reconnectNotice: false, // the "reconnecting" notice is up
     };
     session = sess;
     dh.events.length = 0;   // same array object, emptied per session
@@ -1673,8 +1678,9 @@
   /**
    * The media of a connected session stopped (its actor may have died with its node): offer
    * again on the same session with its token. The server resumes it on a new actor with its
-   * history (README "Sessions that outlive their processes"); the page keeps its transcript.
-   * A session that has ended answers 404 (403 for a token it no longer knows): then we fail.
+   * history (README "No single point of failure"); the page keeps its transcript. A session
+   * that has ended answers 404 (403 for a token it no longer knows), one whose actor still
+   * holds a peer 409: then we fail.
    */
   async function reconnect(sess, reason) {
     if (sess !== session || sess.reconnecting) return;
@@ -1686,6 +1692,7 @@
     sess.reconnects += 1;
     log(`${reason}; reconnecting (try ${sess.reconnects} of ${CONFIG.reconnectAttempts})…`, 'warn');
     showNotice('Connection lost; reconnecting…', 'warn');
+    sess.reconnectNotice = true;
     closePeer(sess);
     sess.remoteStream = new MediaStream();
     el.video.srcObject = sess.remoteStream;
@@ -1736,6 +1743,8 @@
     stopStats(sess);
     if (sess.dc) {
       sess.dc.onmessage = null;
+      sess.dc.onopen = null;
+      sess.dc.onclose = null;
       try { sess.dc.close(); } catch { /* ignore */ }
     }
     if (sess.pc) {
@@ -1837,7 +1846,10 @@
       if (line) line.classList.add('failed');
       showNotice(err.message);
       log(`${action === 'ask' ? 'Ask' : 'Say'} failed: ${err.message}`, 'error');
-      if (err instanceof ApiError && (err.status === 404 || err.status === 401 || err.status === 410)) {
+      if (err instanceof ApiError && err.status === 404) {
+        // Its actor may have died (a lost node) before the pings tell: resuming says which.
+        reconnect(sess, 'The session did not answer');
+      } else if (err instanceof ApiError && (err.status === 401 || err.status === 410)) {
         teardown(sess, { remote: false, state: CONN.FAILED });
       }
     } finally {

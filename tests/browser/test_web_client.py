@@ -205,4 +205,6 @@ async def test_the_page_resumes_its_session_when_the_actor_dies(app_url, browser
           const from = ev.findIndex((e) => e.type === 'ready' && e.resumed);
           return ev.slice(from).filter((e) => e.type === 'turn_end').map((e) => String(e.turn_id)); }""")
     assert ended == [turn]  # no second greeting from the new actor
+    lines = await page.eval_on_selector_all("#transcript .msg-text", "ls => ls.map((l) => l.textContent)")
+    assert "Before the fall." in lines and "After the fall." in lines, lines  # the transcript was kept
     await stop_and_check_clean(page, app_url, sessions_before, page_errors)

@@ -28,7 +28,7 @@ from tests.integration.support import ask_to_the_end, assert_still_streams_and_s
 pytestmark = pytest.mark.integration
 
 REPLY = "Nice to meet you, Zed."
-RESUME_TTL_S = 3.0  # store.resume_ttl_s here: a lost session's record expires this soon
+RESUME_TTL_S = 10.0  # store.resume_ttl_s here: a lost session's record expires this soon (time to reconnect)
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])

@@ -30,6 +30,7 @@ class FakeActor:
 
     def __init__(self, state: dict, placed: bool = True) -> None:
         self.state, self.placed = state, placed
+        self.described = 0  # describe() calls made
         self.describe = SimpleNamespace(remote=self._describe)
         self.wait_closed = SimpleNamespace(remote=lambda: asyncio.Event().wait())  # a session that goes on
         self.load = SimpleNamespace(remote=self._load)
@@ -40,6 +41,7 @@ class FakeActor:
         return SessionLoad(missed_frames=0, loop_lag_ms=1.0, rss_mb=300.0)  # on time
 
     async def _describe(self) -> dict:
+        self.described += 1
         while not self.placed:
             await asyncio.sleep(0.01)
         return self.state
@@ -120,6 +122,17 @@ async def test_an_actor_that_did_not_answer_the_takeover_is_asked_again_until_it
     cluster.actors.update({"session:unplaced": unplaced_warm, "session:busy": busy_live})
     await pool.start()
     assert pool._active == {} and cluster.killed == []
+    takeovers = 0
+    take_over = pool._take_over
+
+    async def counted(names):
+        nonlocal takeovers
+        takeovers += 1
+        return await take_over(names)
+
+    pool._take_over = counted  # what _adopt_later calls each round
+    await until(lambda: takeovers >= 3, timeout=10)
+    assert (unplaced_warm.described, busy_live.described) == (1, 1)  # one call each, awaited again
 
     unplaced_warm.placed = busy_live.placed = True  # the node came; the busy one caught up
     await until(lambda: pool._adopting.done(), timeout=10)
