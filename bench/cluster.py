@@ -65,62 +65,62 @@ async def timed_session(url: str) -> tuple[AvatarSession, dict]:
     return session, {"created_s": round(created - start, 2), "first_frame_s": round(first - start, 2)}
 
 
-async def node_start(url: str, runs: int) -> list[dict]:
+async def with_the_head_taken(url: str, runs: int, one_run) -> list[dict]:
+    """`one_run(run, head)` `runs` times, each once the worker nodes have gone, while another
+    session holds the head's only slot (so each run's session needs a worker node)."""
     import ray
 
     head = ray.get_runtime_context().get_node_id()
-    holder, _ = await timed_session(url)  # takes the head's only slot
+    holder, _ = await timed_session(url)
     await holder.interrupt()
-    rows = []
     try:
+        rows = []
         for run in range(runs):
-            await until(lambda: len(alive_nodes()) == 1, IDLE_TIMEOUT_S + 180, every=0.5)  # the worker has gone
-            cold, row = await timed_session(url)
-            warm, warm_row = await timed_session(url)  # the worker's second slot: no node to start
-            row.update(warm_first_frame_s=warm_row["first_frame_s"], on_worker=await session_node(cold.session_id) != head)
-            rows.append(row)
-            print(f"  run {run + 1}: cold {row['created_s']} s to the session, {row['first_frame_s']} s to its "
-                  f"first frame; warm {row['warm_first_frame_s']} s", flush=True)
-            for session in (cold, warm):
-                await session.close()
+            await until(lambda: len(alive_nodes()) == 1, IDLE_TIMEOUT_S + 180, every=0.5)
+            rows.append(await one_run(run, head))
+        return rows
     finally:
         await holder.close()
-    return rows
+
+
+async def node_start(url: str, runs: int) -> list[dict]:
+    async def one_run(run: int, head: str) -> dict:
+        cold, row = await timed_session(url)
+        warm, warm_row = await timed_session(url)  # the worker's second slot: no node to start
+        row.update(warm_first_frame_s=warm_row["first_frame_s"], on_worker=await session_node(cold.session_id) != head)
+        print(f"  run {run + 1}: cold {row['created_s']} s to the session, {row['first_frame_s']} s to its "
+              f"first frame; warm {row['warm_first_frame_s']} s", flush=True)
+        for session in (cold, warm):
+            await session.close()
+        return row
+
+    return await with_the_head_taken(url, runs, one_run)
 
 
 async def node_loss(url: str, cluster, runs: int) -> list[dict]:
-    import ray
+    async def one_run(run: int, head: str) -> dict:
+        victim, _ = await timed_session(url)
+        await victim.interrupt()
+        node = await session_node(victim.session_id)
+        assert node != head
+        killed = time.monotonic()
+        cluster.kill_node(node)
+        await until(lambda: victim.lost, 60, every=0.05)
+        noticed = time.monotonic()
+        frames = len(victim.received.video)
+        ready = await victim.reconnect(timeout=240)
+        assert ready["resumed"]
+        resumed = time.monotonic()
+        await victim.wait_until(lambda r: len(r.video) > frames, timeout=60)
+        row = {"noticed_s": round(noticed - killed, 2), "resumed_s": round(resumed - killed, 2),
+               "first_frame_s": round(time.monotonic() - killed, 2),
+               "new_node": await session_node(victim.session_id) not in (head, node)}
+        print(f"  run {run + 1}: noticed {row['noticed_s']} s after the kill, resumed {row['resumed_s']} s, "
+              f"first frame {row['first_frame_s']} s (on a new node: {row['new_node']})", flush=True)
+        await victim.close()
+        return row
 
-    head = ray.get_runtime_context().get_node_id()
-    holder, _ = await timed_session(url)  # takes the head's only slot
-    await holder.interrupt()
-    rows = []
-    try:
-        for run in range(runs):
-            await until(lambda: len(alive_nodes()) == 1, IDLE_TIMEOUT_S + 180, every=0.5)
-            victim, _ = await timed_session(url)
-            await victim.interrupt()
-            node = await session_node(victim.session_id)
-            assert node != head
-            killed = time.monotonic()
-            cluster.kill_node(node)
-            await until(lambda: victim.lost, 60, every=0.05)
-            noticed = time.monotonic()
-            frames = len(victim.received.video)
-            ready = await victim.reconnect(timeout=240)
-            assert ready["resumed"]
-            resumed = time.monotonic()
-            await victim.wait_until(lambda r: len(r.video) > frames, timeout=60)
-            row = {"noticed_s": round(noticed - killed, 2), "resumed_s": round(resumed - killed, 2),
-                   "first_frame_s": round(time.monotonic() - killed, 2),
-                   "new_node": await session_node(victim.session_id) not in (head, node)}
-            rows.append(row)
-            print(f"  run {run + 1}: noticed {row['noticed_s']} s after the kill, resumed {row['resumed_s']} s, "
-                  f"first frame {row['first_frame_s']} s (on a new node: {row['new_node']})", flush=True)
-            await victim.close()
-    finally:
-        await holder.close()
-    return rows
+    return await with_the_head_taken(url, runs, one_run)
 
 
 async def ramp(url: str, top: int, step_s: float, tail_s: float) -> list[dict]:
