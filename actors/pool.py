@@ -158,14 +158,14 @@ class SessionPool:
         cpu = NodeCpu(settings.window_s)
         cores = len(os.sched_getaffinity(0))
         while True:
+            # With session slots, sessions run on the nodes that hold them, not on this
+            # replica's: the slots size those nodes, and this node's CPU says nothing of them
+            # (never sampled, so free_cores stays None).
             if not self._settings.slot_resource:
                 cpu.sample()
             active = list(self._active.items())
             loads = await asyncio.gather(*(self._load_of(a) for _, a in active))
             self._loads = {sid: load for (sid, _), load in zip(active, loads) if sid in self._active}
-            # With session slots, sessions run on the nodes that hold them, not on this
-            # replica's: the slots size those nodes, and this node's CPU says nothing of them
-            # (never sampled: None).
             self._free_cores = cpu.free_cores(cores)
             now = time.monotonic()
             young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)

@@ -250,7 +250,7 @@ class AvatarSession:
         """Ping on the data channel; no pong for CHANNEL_LOST_S: the session is gone (its
         actor died), so the peer is closed and `lost` set, long before ICE would notice."""
         self._last_pong = time.monotonic()
-        while pc.connectionState != "closed":
+        while True:
             with contextlib.suppress(Exception):  # a channel closing under us: caught below
                 channel.send(json.dumps({"type": "ping"}))
             await asyncio.sleep(CHANNEL_PING_S)

@@ -38,14 +38,19 @@ def alive_nodes() -> list[str]:
     return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
 
 
-async def session_node(session_id: str) -> str:
-    """The id of the node a session's actor runs on."""
+def session_actor(session_id: str):
+    """The handle of a session's actor (ValueError when it has none)."""
     import ray
 
+    from actors.session import actor_name
     from serve_app.config import SESSION_NAMESPACE
 
-    actor = ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
-    return (await actor.describe.remote())["node_id"]
+    return ray.get_actor(actor_name(session_id), namespace=SESSION_NAMESPACE)
+
+
+async def session_node(session_id: str) -> str:
+    """The id of the node a session's actor runs on."""
+    return (await session_actor(session_id).describe.remote())["node_id"]
 
 
 def free_port() -> int:

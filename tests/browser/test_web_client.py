@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from serve_app.config import SESSION_NAMESPACE
 from serve_app.events import CHANNEL_LOST_S
+from serve_app.local_cluster import session_actor
 
 from tests.browser.support import (
     inbound,
@@ -189,12 +189,12 @@ async def test_the_page_resumes_its_session_when_the_actor_dies(app_url, browser
     turn = await say(page, "Before the fall.")
     await wait_event(page, "turn_end", turn, timeout_ms=60_000)
 
-    old = ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
+    old = session_actor(session_id)
     await asyncio.to_thread(ray.kill, old, no_restart=True)
     await wait_event(page, "ready", resumed=True, timeout_ms=int(CHANNEL_LOST_S + 30) * 1000)
     await page.wait_for_function("() => document.getElementById('conn-state').textContent === 'connected'")
     assert await page.evaluate("window.dh.sessionId") == session_id
-    assert ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)._actor_id != old._actor_id
+    assert session_actor(session_id)._actor_id != old._actor_id
     await wait_media_time(page, 1.0)  # the new actor's face plays
 
     turn = await say(page, "After the fall.")

@@ -18,14 +18,14 @@ async def assert_still_streams_and_speaks(session: AvatarSession, text: str) -> 
     assert end["interrupted"] is False
 
 
-# --- avatar uploads (admin API) ---
-
 async def ask_to_the_end(session: AvatarSession, text: str) -> None:
     """Ask the character; its answer is spoken to its end."""
     turn_id = await session.ask(text)
     end = await session.wait_event(lambda e: e["type"] == "turn_end" and e["turn_id"] == turn_id, timeout=60)
     assert end["interrupted"] is False
 
+
+# --- avatar uploads (admin API) ---
 
 def png(image: np.ndarray) -> bytes:
     import cv2

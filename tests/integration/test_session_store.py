@@ -20,8 +20,8 @@ import ray
 
 from actors.store import open_store
 from serve_app.client import AvatarSession, SocketSession
-from serve_app.config import SESSION_NAMESPACE, StoreSettings
-from serve_app.local_cluster import until
+from serve_app.config import StoreSettings
+from serve_app.local_cluster import session_actor, until
 from tests.fakes.conversation_servers import FakeChat
 from tests.integration.support import ask_to_the_end, assert_still_streams_and_speaks
 
@@ -64,10 +64,6 @@ async def store_app(request, app_url, tmp_path_factory):
     chat.stop()
 
 
-def actor_of(session_id: str):
-    return ray.get_actor(f"session:{session_id}", namespace=SESSION_NAMESPACE)
-
-
 async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):
     store, chat = store_app["store"], store_app["chat"]
     session = await SocketSession(store_app["url"]).start()
@@ -80,7 +76,7 @@ async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):
         assert record.voice == (await session.info())["voice"]
         assert record.history[-1] == {"role": "assistant", "content": REPLY}
 
-        old = actor_of(session.session_id)
+        old = session_actor(session.session_id)
         await asyncio.to_thread(ray.kill, old, no_restart=True)  # as when its node is lost
         await session.wait_closed(30)
 
@@ -93,7 +89,7 @@ async def test_a_killed_actor_resumes_its_history_on_a_new_actor(store_app):
         events_before = len(session.received.events)
         welcome = await session.connect()
         assert welcome is not None and welcome["resumed"] is True
-        new = actor_of(session.session_id)
+        new = session_actor(session.session_id)
         assert new._actor_id != old._actor_id
         frames = len(session.jpegs)
         await session.wait_until(lambda s: len(s.jpegs) >= frames + 25)  # the new actor streams the face
@@ -121,11 +117,11 @@ async def test_a_webrtc_client_whose_actor_died_reconnects_to_its_history(store_
         await session.interrupt()  # the greeting
         await ask_to_the_end(session, "My name is Zed.")
         await until(lambda: _with_history(store_app["store"], session.session_id, REPLY))
-        old = actor_of(session.session_id)
+        old = session_actor(session.session_id)
         await asyncio.to_thread(ray.kill, old, no_restart=True)
         ready = await session.reconnect()
         assert ready["resumed"] is True
-        assert actor_of(session.session_id)._actor_id != old._actor_id
+        assert session_actor(session.session_id)._actor_id != old._actor_id
         frames = len(session.received.video)
         await session.wait_until(lambda r: len(r.video) >= frames + 25)
         await ask_to_the_end(session, "What is my name?")
@@ -151,13 +147,13 @@ async def test_a_lost_session_can_be_resumed_only_until_its_record_expires(store
     session = await SocketSession(store_app["url"]).start()
     try:
         assert await until(lambda: store.get(session.session_id))
-        await asyncio.to_thread(ray.kill, actor_of(session.session_id), no_restart=True)
+        await asyncio.to_thread(ray.kill, session_actor(session.session_id), no_restart=True)
         await session.wait_closed(30)
         await until(lambda: _gone(store, session.session_id), timeout=RESUME_TTL_S + 30)
         assert await session.connect() is None
         assert session.close_code == 4404
         with pytest.raises(ValueError):
-            actor_of(session.session_id)
+            session_actor(session.session_id)
     finally:
         await session.close(delete=False)
 
