@@ -108,8 +108,9 @@ def overload_reason(settings: AdmissionSettings, loads: dict[str, SessionLoad | 
             return f"sessions are missing frame deadlines ({load.missed_frames} frames in {settings.window_s:g} s)"
         if load.loop_lag_ms > settings.max_loop_lag_ms:
             return f"a session's process is falling behind ({load.loop_lag_ms:.0f} ms late)"
-    # With no session admitted there is nothing of ours to protect: the first one is let in.
-    if loads and free_cores is not None:
+    # With no session admitted or pending there is nothing of ours to protect: the first one
+    # is let in. Pending ones count, so a burst of requests is admitted one by one.
+    if (loads or pending) and free_cores is not None:
         free = free_cores - pending * settings.min_free_cores
         if free < settings.min_free_cores:
             return f"{max(free, 0):.2f} CPU cores free, a session needs {settings.min_free_cores:g}"

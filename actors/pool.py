@@ -22,7 +22,8 @@ import os
 import secrets
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ class SessionPool:
         self._starting = 0
         self._active: dict[str, _Active] = {}
         self._creating = 0  # creations in flight count against the cap too
+        self._creating_for: Counter[str | None] = Counter()  # the same, by client address
         self._fill_task: asyncio.Task | None = None
         self._creation_rates: OrderedDict[str, TokenBucket] = OrderedDict()  # by client address
         self._monitor: asyncio.Task | None = None
@@ -167,9 +169,7 @@ class SessionPool:
             loads = await asyncio.gather(*(self._load_of(a) for _, a in active))
             self._loads = {sid: load for (sid, _), load in zip(active, loads) if sid in self._active}
             self._free_cores = cpu.free_cores(cores)
-            now = time.monotonic()
-            young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)
-            self._overload = overload_reason(settings, self._loads, self._free_cores, young + self._creating)
+            self._overload = self._overload_now()
             await asyncio.sleep(settings.poll_s)
 
     @staticmethod
@@ -211,12 +211,13 @@ class SessionPool:
         return len(self._warm)
 
     def _check_client(self, client: str | None) -> None:
-        """Per client address: sessions at once, and creations a minute (429 beyond)."""
+        """Per client address: sessions at once (creations in flight included), and
+        creations a minute (429 beyond)."""
         settings = self._settings
         if client is None:
             return
         if settings.max_sessions_per_client is not None:
-            held = sum(1 for a in self._active.values() if a.client == client)
+            held = sum(1 for a in self._active.values() if a.client == client) + self._creating_for[client]
             if held >= settings.max_sessions_per_client:
                 raise RateLimited(f"this address already has {held} session(s), the most allowed; "
                                   "end one first", settings.retry_after_s)
@@ -230,26 +231,55 @@ class SessionPool:
                 raise RateLimited("sessions are being created too fast from this address; retry later",
                                   max(1, round(wait)))
 
-    async def create(self, avatar: str | None, character: str | None, client: str | None = None,
-                     stream: bool = False) -> dict:
-        """`stream`: a MuseTalk-style streaming session (no greeting; its MJPEG stream and its
-        stop need no token: the seed API has none, its session id is the capability)."""
+    def _overload_now(self) -> str | None:
+        """The admission verdict for one more session, from the last measurements and the
+        sessions admitted since (young or still being created), each counted as a talking
+        session's CPU until the window shows it."""
+        settings = self._settings.admission
+        if not settings.enabled:
+            return None
+        now = time.monotonic()
+        young = sum(1 for a in self._active.values() if now - a.created < settings.window_s)
+        loads = {sid: self._loads[sid] for sid in self._active if sid in self._loads}
+        free_cores = self._free_cores
+        if free_cores is None and not self._settings.slot_resource:
+            free_cores = len(os.sched_getaffinity(0))  # not measured yet (the first poll): at most all
+        return overload_reason(settings, loads, free_cores, young + self._creating)
+
+    @contextlib.contextmanager
+    def _reserved(self, client: str | None) -> Iterator[None]:
+        """Admit one more session, or raise, and hold its place while it is created. The
+        checks and the reservation run with no await between them, so requests sent at once
+        are counted one after another: none slips past the cap, the measured capacity or the
+        client's quota. The place is given back when the creation fails."""
         self._check_client(client)
         if len(self._active) + self._creating >= self._settings.max_sessions:
             raise CapacityError(
                 f"all {self._settings.max_sessions} sessions are in use; retry later",
                 self._settings.retry_after_s,
             )
-        if self._overload is not None and self._active:
-            raise CapacityError(f"the server is at capacity ({self._overload}); retry later",
-                                self._settings.retry_after_s)
+        if (reason := self._overload_now()) is not None:
+            raise CapacityError(f"the server is at capacity ({reason}); retry later", self._settings.retry_after_s)
+        self._creating += 1
+        self._creating_for[client] += 1
+        try:
+            yield
+        finally:
+            self._creating -= 1
+            self._creating_for[client] -= 1
+            if not self._creating_for[client]:
+                del self._creating_for[client]
+
+    async def create(self, avatar: str | None, character: str | None, client: str | None = None,
+                     stream: bool = False) -> dict:
+        """`stream`: a MuseTalk-style streaming session (no greeting; its MJPEG stream and its
+        stop need no token: the seed API has none, its session id is the capability)."""
         character_id = character or self._profile.default_character
         if character_id not in self._characters:
             raise InvalidChoice(
                 f"unknown character {character_id!r}; available: {sorted(self._characters)}"
             )
-        self._creating += 1
-        try:
+        with self._reserved(client):
             session_id, handle = self._warm.pop() if self._warm else await self._start_one()
             token = secrets.token_urlsafe(32)
             try:
@@ -267,9 +297,7 @@ class SessionPool:
                     raise CapacityError("could not start a session; retry later",
                                         self._settings.retry_after_s) from None
                 raise
-        finally:
-            self._creating -= 1
-        self._track(session_id, _Active(handle, token_hash(token), client, created=time.monotonic()))
+            self._track(session_id, _Active(handle, token_hash(token), client, created=time.monotonic()))
         self.fill()
         log.info("session %s created (%d active)", session_id, len(self._active))
         return {**info, "token": token}

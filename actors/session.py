@@ -121,6 +121,7 @@ class SessionActor:
         self._realtime: RealtimeConversation | None = None  # or a realtime server's
         self._clock: MediaClock | None = None
         self._webrtc: WebRTCTransport | None = None
+        self._answering = False  # an offer is being answered: a second one is refused
         self._transports: list[Transport] = []
         self._unsent: list[Event] = []  # events from before any transport was attached
         self._greeted = False
@@ -327,11 +328,18 @@ class SessionActor:
 
     async def offer(self, token: str | None, sdp: str, sdp_type: str = "offer") -> dict:
         self._authorize(token)
-        if self._webrtc is not None:
+        if self._webrtc is not None or self._answering:
             raise SessionConflict("this session already has a peer connection; create a new session")
-        transport = WebRTCTransport(self, self._clock, ice_servers(self._settings.ice_servers, self.id),
-                                    self._settings.max_offer_candidates, self._settings.candidate_networks)
-        answer = await transport.answer(sdp, sdp_type)  # a bad offer leaves nothing behind
+        self._answering = True  # before the first await: offers sent together get one peer
+        try:
+            transport = WebRTCTransport(self, self._clock, ice_servers(self._settings.ice_servers, self.id),
+                                        self._settings.max_offer_candidates, self._settings.candidate_networks)
+            answer = await transport.answer(sdp, sdp_type)  # a bad offer leaves nothing behind
+        finally:
+            self._answering = False
+        if self._close_reason:  # the session ended while the answer was made
+            await transport.close()
+            raise SessionNotFound(f"session {self.id} not found")
         self._webrtc = transport
         self._attach(transport)
         return answer

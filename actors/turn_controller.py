@@ -7,6 +7,10 @@ controller, so speculation, barge-in and failure handling behave the same on eac
 
 A turn ends by one route: its playout (`Turn.playout.done`, resolved by the media output or
 by the turn itself) is awaited in `_see_through`, which alone emits `turn_end`.
+
+One turn is current, however many requests arrive at once: every change of the current turn
+(cut it, start the next) runs under one lock, so a request that waits for the previous turn
+to unwind cannot start a turn beside another request's.
 """
 from __future__ import annotations
 
@@ -98,6 +102,7 @@ class TurnController:
         self.style = style
         self._metrics = metrics or _NoMetrics()
         self._current: _Current | None = None
+        self._switching = asyncio.Lock()  # held while the current turn is cut and/or replaced
         self._speculative: Turn | None = None  # a reply to a pause, behind a closed gate
         self.speculations = {"started": 0, "confirmed": 0}
 
@@ -107,15 +112,18 @@ class TurnController:
         return self._current is not None
 
     # --- requests ------------------------------------------------------------------------
-    async def say(self, text: str, interrupt: bool = True, fallback_voice: bool = False) -> str:
+    async def say(self, text: str, interrupt: bool = True, fallback_voice: bool = False) -> str | None:
         """Speak `text` as given (`say`, the greeting); returns the turn id. `fallback_voice`:
-        in the TTS fallback voice (an apology when the voice's own backend is what failed)."""
-        if interrupt:
-            await self.interrupt()
-        turn = self._adopt(self._new_turn(lambda *_: single(text), Marks("request"), Gate(self._emit, opened=True),
-                                          fallback_voice=fallback_voice))
-        self._emit(AssistantText(turn_id=turn.id, text=text))
-        return turn.id
+        in the TTS fallback voice (an apology when the voice's own backend is what failed).
+        `interrupt=False`: only if nothing is current (returns None otherwise)."""
+        async with self._switching:
+            if not interrupt and self._current is not None:
+                return None
+            await self._cut()
+            turn = self._adopt(self._new_turn(lambda *_: single(text), Marks("request"),
+                                              Gate(self._emit, opened=True), fallback_voice=fallback_voice))
+            self._emit(AssistantText(turn_id=turn.id, text=text))
+            return turn.id
 
     async def play(self, audio: AsyncIterator[AudioChunk]) -> str:
         """Lip-sync `audio` (an uploaded file, say) instead of a voice; returns the turn id."""
@@ -124,17 +132,26 @@ class TurnController:
     async def speak(self, audio: AsyncIterator[AudioChunk], marks: Marks, turn_id: str | None = None) -> Turn:
         """Cut whatever is current and lip-sync `audio` as the next turn (a file, or a realtime
         model's reply as it streams)."""
-        await self.interrupt()
-        return self._adopt(self._new_turn(None, marks, Gate(self._emit, opened=True), audio=audio, turn_id=turn_id))
+        async with self._switching:
+            await self._cut()
+            return self._adopt(self._new_turn(None, marks, Gate(self._emit, opened=True), audio=audio,
+                                              turn_id=turn_id))
 
     async def ask(self, text: str) -> str:
         """A typed message to the character, answered by the LLM like a spoken one."""
-        await self.interrupt()
-        return self._adopt(self._reply_turn(Marks("request"), Gate(self._emit, opened=True), text=text)).id
+        async with self._switching:
+            await self._cut()
+            return self._adopt(self._reply_turn(Marks("request"), Gate(self._emit, opened=True), text=text)).id
 
     async def interrupt(self) -> bool:
         """Cut the current turn: its stage calls are cancelled, its media dropped. Returns
-        once its `turn_end` has been emitted (False: there was none)."""
+        once its `turn_end` has been emitted (False: there was none). A request starting a
+        turn meanwhile is waited for, and its turn is the one cut."""
+        async with self._switching:
+            return await self._cut()
+
+    async def _cut(self) -> bool:
+        """interrupt(), with the switching lock held."""
         current = self._current
         if current is None:
             return False
@@ -187,15 +204,17 @@ class TurnController:
             max_s = self._settings.max_utterance_s
             self._emit(UtteranceTruncated(
                 max_s=max_s, message=f"you spoke for more than {max_s:g} s; I'll answer what I heard so far"))
-        early, self._speculative = self._speculative, None
-        await self.interrupt()
-        if early is not None and not early.cancelled:  # the reply to this pause is under way
-            early.marks.rebase(ended_at)
-            self._count_speculation("confirmed")
-            turn = self._adopt(early)
-        else:
-            turn = self._adopt(self._reply_turn(Marks("speech_end", started=ended_at), Gate(self._emit), audio=audio))
-        turn.marks.mark("end_confirmed")  # when the VAD was sure
+        async with self._switching:
+            early, self._speculative = self._speculative, None
+            await self._cut()
+            if early is not None and not early.cancelled:  # the reply to this pause is under way
+                early.marks.rebase(ended_at)
+                self._count_speculation("confirmed")
+                turn = self._adopt(early)
+            else:
+                turn = self._adopt(self._reply_turn(Marks("speech_end", started=ended_at), Gate(self._emit),
+                                                    audio=audio))
+            turn.marks.mark("end_confirmed")  # when the VAD was sure
 
     # --- turns ---------------------------------------------------------------------------
     def _reply_turn(self, marks: Marks, gate: Gate, **user_input) -> Turn:
@@ -238,7 +257,9 @@ class TurnController:
         return turn  # first_frame() runs only once a frame is shown, so `turn` is bound by then
 
     def _adopt(self, turn: Turn) -> Turn:
-        """Make `turn` current (there is none now): the client sees it from here on."""
+        """Make `turn` current (there is none now: the caller holds the switching lock and
+        has cut the last one): the client sees it from here on."""
+        assert self._current is None, "a turn is current: cut it first"
         if not turn.started:
             turn.start()
         self._emit(State(state="thinking", turn_id=turn.id))

@@ -111,6 +111,46 @@ async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
             await session.close()
 
 
+# A burst from one address: its creations in flight count against its quota, so requests
+# sent together cannot all pass the check before any is counted.
+QUOTA_ONLY = {"sessions": {"create_token_env": None, "creations_per_min_per_client": None}}
+
+
+@pytest.fixture(scope="module")
+async def quota_url(app_url):
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.local_cluster import run_app
+
+    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": QUOTA_ONLY})
+    await asyncio.to_thread(run_app, app, "quota", "/quota", timeout_s=120)
+    yield f"{app_url}/quota"
+    await asyncio.to_thread(serve.delete, "quota")
+
+
+async def create_together(url: str, n: int) -> tuple[list[AvatarSession], list[ApiError]]:
+    sessions = [AvatarSession(url) for _ in range(n)]
+    results = await asyncio.gather(*(s.create() for s in sessions), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, ApiError):
+            raise result
+    made = [s for s, r in zip(sessions, results) if not isinstance(r, BaseException)]
+    return made, [r for r in results if isinstance(r, ApiError)]
+
+
+async def test_a_burst_from_one_address_gets_its_quota_and_no_more(quota_url):
+    made, refusals = await create_together(quota_url, 5)  # 2 per address, 3 in all
+    try:
+        assert len(made) == 2, [r.detail for r in refusals]
+        assert all(r.status == 429 and "already has 2" in r.detail for r in refusals), refusals
+    finally:
+        for session in made:
+            await session.close()
+    made, _ = await create_together(quota_url, 1)  # the places were given back
+    await made[0].close()
+
+
 # --- admission by measured capacity ---------------------------------------------------------
 # strict.yaml with admission on and a CPU need no machine meets: the first session is let in
 # (nothing admitted to protect yet), the next is refused for the measured CPU.
@@ -154,6 +194,18 @@ async def test_sessions_beyond_the_measured_capacity_get_503_until_one_ends(busy
     again = AvatarSession(busy_url)
     await again.create()  # none admitted: the next one is let in
     await again.close()
+
+
+async def test_a_burst_of_creations_gets_the_measured_capacity_and_no_more(busy_url):
+    """The first is let in (nothing to protect yet); each other request sees it pending, so
+    the CPU rule refuses it even though no measurement shows it yet."""
+    made, refusals = await create_together(busy_url, 4)
+    try:
+        assert len(made) == 1, [r.detail for r in refusals]
+        assert all(r.status == 503 and "CPU cores free" in r.detail for r in refusals), refusals
+    finally:
+        for session in made:
+            await session.close()
 
 
 async def test_a_session_with_no_room_for_its_actor_gets_503_and_leaves_nothing(app_url):

@@ -56,6 +56,14 @@ def test_the_first_session_is_let_in_however_busy_the_machine():
     assert overload_reason(SETTINGS, {}, free_cores=0.0) is None
 
 
+def test_a_burst_is_counted_while_nothing_is_admitted_yet():
+    """The first request of a burst is let in; the next ones see it pending (being created,
+    not yet measured), so the CPU rule applies to them before any session exists."""
+    assert overload_reason(SETTINGS, {}, free_cores=1.0, pending=0) is None
+    assert overload_reason(SETTINGS, {}, free_cores=1.0, pending=1) is None  # 0.6 left of 1.0
+    assert "CPU cores free" in overload_reason(SETTINGS, {}, free_cores=1.0, pending=2)
+
+
 def test_load_window_counts_only_the_last_window():
     window, stats = LoadWindow(window_s=10), ClockStats()
     window.sample(stats, loop_lag_ms=2, now=0)

@@ -224,3 +224,35 @@ async def test_push_to_talk_barges_in_and_answers_what_was_held():
     [(audio,)] = s.stages.asr.called("transcribe")
     assert len(audio) == 25 * 320  # exactly what was heard while the button was down
     assert "user_transcript" in s.types() and [e.interrupted for e in s.turn_ends()] == [True, False]
+
+
+async def test_requests_at_once_leave_one_current_turn_that_interrupt_ends():
+    """say, ask, a spoken utterance and an uploaded file sent together while a turn plays:
+    each waits for the turn before it to unwind, so when all have returned one turn is
+    current, and one interrupt leaves nothing playing and nothing queued."""
+    s = Session(tts=Stage(block=True))  # no turn can end by itself
+    first = await s.core.say("A long story.")
+    await reached(s.tts)
+    ids = await asyncio.gather(
+        s.core.say("One."), s.core.ask("two?"), s.core.say("Three."),
+        s.core.utterance(QUESTION, ended_at=0.0, truncated=False), s.core.play(audio_of(speech(2.0))))
+    assert s.core.speaking
+    assert await s.core.interrupt() is True
+    await s.screen.show(50)
+    assert not s.core.speaking and s.clock.queued() == 0
+    ends = s.turn_ends()
+    assert len(ends) == 6 and all(e.interrupted for e in ends), ends  # every turn ended once
+    assert {first, *(i for i in ids if i)} <= {e.turn_id for e in ends}
+    assert s.types()[-2:] == ["turn_end", "state"]  # nothing started after the interrupt
+
+
+async def test_a_greeting_never_starts_beside_a_current_turn():
+    s = Session(tts=Stage(block=True))
+    asked = await s.core.say("Hello.")
+    assert await s.core.say("Greetings.", interrupt=False) is None
+    await s.core.interrupt()
+    assert [e.turn_id for e in s.turn_ends()] == [asked]
+
+
+async def audio_of(chunk):
+    yield chunk
