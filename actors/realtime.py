@@ -119,6 +119,7 @@ class RealtimeConversation:
         self._playing: _Reply | None = None  # the response whose turn was started last
         self._turn_ids: deque[str] = deque()  # ids promised to the server's next responses
         self._owed = False  # the user waits for a reply (speech ended, a request was sent)
+        self._tool_rounds = ("", 0)  # (turn id, tool-call rounds it has taken)
         self._speech_ended_at: float | None = None
         self._answering: str | None = None  # the turn id of the reply to the last utterance
         self._user_text: str | None = None  # the last question, not yet recorded
@@ -376,6 +377,16 @@ class RealtimeConversation:
                 await self._core.say(self._conversation.character.apology_llm, fallback_voice=True)
             return
         if event.calls:  # answer the calls; the model's next response goes on with this turn
+            rounds = self._tool_rounds[1] + 1 if self._tool_rounds[0] == reply.turn_id else 1
+            self._tool_rounds = (reply.turn_id, rounds)
+            if rounds > self._settings.max_tool_rounds:
+                log.warning("realtime reply %s: tool calls stopped after %d rounds", reply.turn_id, rounds - 1)
+                self._emit(Error(stage="realtime", turn_id=reply.turn_id, message=(
+                    f"the model kept calling tools ({self._settings.max_tool_rounds} rounds, the most one reply "
+                    "may take); ask again")))
+                self._owed = False
+                await self._core.say(self._conversation.character.apology_llm, fallback_voice=True)
+                return
             for call in event.calls:
                 log.info("realtime tool call %s", call.name)
                 await self._send(rt.function_output(call.call_id, self._tools.call(call.name, call.arguments)))

@@ -309,6 +309,9 @@ class RealtimeSettings(_Strict):
     transcription_model: str | None = "whisper-1"
     # Functions the model may call, by name from serve_app/engines/realtime/tools.py.
     tools: list[str] = Field(default_factory=list)
+    # Tool-call rounds one reply may take: a model that keeps calling tools is stopped there
+    # (an error event and the apology), so no client can make it call them without end.
+    max_tool_rounds: int = Field(4, ge=1, le=32)
     connect_timeout_s: float = Field(10.0, gt=0)
     # The longest a reply waits for its next audio from the server before it fails.
     reply_timeout_s: float = Field(15.0, gt=0)

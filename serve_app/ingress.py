@@ -11,6 +11,7 @@ ingress replicas can serve any session. Every session endpoint needs the session
 
 import asyncio
 import contextlib
+import logging
 import mimetypes
 import os
 import re
@@ -37,6 +38,8 @@ from serve_app.engines.audio import AudioDecodeError, decode_audio
 from serve_app.ice import ice_servers
 from serve_app.limits import LimitsMiddleware, RequestLimits, admin_refusal, bearer, bearer_matches
 from serve_app.ws_relay import Relay, close_code, read_hello
+
+log = logging.getLogger(__name__)
 
 WEB_DIR = PROJECT_ROOT / "web"
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -152,7 +155,7 @@ class Ingress:
     def _client_address(self, request: Request) -> str | None:
         """The client's address for quotas (serve_app/forwarded.py: proxies the profile trusts)."""
         peer = request.client.host if request.client else None
-        return client_address(peer, request.headers.get("x-forwarded-for"), self._trusted_proxies)
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), self._trusted_proxies)
 
     def _session(self, session_id: str) -> "SessionCalls":
         if not SESSION_ID.match(session_id):
@@ -296,7 +299,10 @@ class Ingress:
                                 "to allow in the profile's avatars.source_dirs, or upload the file")
         source = Path(path).expanduser().resolve()
         if not any(source.is_relative_to(folder) for folder in allowed):
-            raise HTTPException(403, f"{path} is outside the allowed folders ({', '.join(map(str, allowed))})")
+            # The folders are the server's layout: named to the operator's log, not the client.
+            log.info("refused %s: outside avatars.source_dirs %s", source, [str(f) for f in allowed])
+            raise HTTPException(403, f"{path} is outside the folders this server allows (its operator lists "
+                                "them in avatars.source_dirs)")
         if not source.is_file():
             raise HTTPException(404, f"no file {path} on the server")
         kind = (mimetypes.guess_type(source.name)[0] or "").split("/")[0]

@@ -15,7 +15,7 @@ A response is audio deltas of the buzz-per-word speech of tts_servers.py (24 kHz
 faster than real time, as OpenAI's are) with its transcript deltas. `mode`: "close" stops the
 next answer to the user after its third audio delta and drops the connection, "error" sends an
 `error` event instead of that answer, "hang" sends three deltas and then nothing (the
-connection stays open).
+connection stays open), "tool_loop" answers every tool output with the same call again.
 """
 from __future__ import annotations
 
@@ -177,6 +177,9 @@ class FakeRealtime(FakeServer):
         question = _text_of(last) if last.get("role") == "user" else ""
         if instructions:
             text = instructions.rsplit(":", 1)[-1].strip()
+        elif last.get("type") == "function_call_output" and self.mode == "tool_loop":
+            await self._function_call(conn, response_id, "current_time", {"timezone": "UTC"})
+            return
         elif last.get("type") == "function_call_output":
             answer = json.loads(last["output"])
             text = f"It is {answer.get('time', 'unknown')} in {answer.get('timezone', 'UTC')}."

@@ -93,6 +93,7 @@ async def test_unknown_or_unsafe_avatar_and_character_are_422(http, bystander):
         response = await http.post("/api/sessions", json=body)
         assert response.status_code == 422, response.text
         assert word in str(response.json()["detail"])
+        assert "/avatars" not in response.text and "/tmp" not in response.text  # no server path
     assert (await http.get("/api/health")).json()["sessions"] == before
 
 

@@ -156,6 +156,30 @@ async def test_a_tool_call_round_trips_and_its_answer_is_spoken(realtime_app):
         assert np.mean([m["weight"] > 0.2 for m in turn_frames(session, answer)]) > 0.3
 
 
+async def test_a_model_that_keeps_calling_tools_is_stopped_after_the_cap(realtime_app):
+    """conversation.realtime.max_tool_rounds (4): the fifth round is not answered; the user
+    gets an error naming the cap and the apology."""
+    url, fake = realtime_app
+    async with SocketSession(url, face="none") as session:
+        outputs_before = len([e for e in fake.of_type("conversation.item.create")
+                              if e["item"]["type"] == "function_call_output"])
+        fake.mode = "tool_loop"
+        try:
+            fake.transcripts.append("What time is it?")
+            await session.start()
+            greeting = await greeted(session)
+            await speak_into(session, voice(), silence_s=0.6)
+            error = await session.wait_event(lambda e: e["type"] == "error" and "tools" in e["message"], 60)
+        finally:
+            fake.mode = "ok"
+        assert error["stage"] == "realtime" and "4 rounds" in error["message"]
+        outputs = [e for e in fake.of_type("conversation.item.create")
+                   if e["item"]["type"] == "function_call_output"][outputs_before:]
+        assert len(outputs) == 4  # each round answered, then no more
+        apology = await started_speaking(session, {greeting})
+        assert words(session, apology) == APOLOGY
+
+
 async def test_the_server_closing_mid_reply_gives_an_error_an_apology_and_a_reconnect(realtime_app):
     url, fake = realtime_app
     async with SocketSession(url, face="visemes") as session:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from serve_app.config import PROJECT_ROOT
 from tests.integration.support import admin, png
 
 pytestmark = pytest.mark.integration
@@ -133,8 +134,17 @@ async def test_bad_inference_requests_are_4xx_and_leave_nothing(http, request_kw
     before = await active_sessions(http)
     response = await http.post("/api/inference/start", **request_kwargs)
     assert response.status_code == status, response.text
-    assert says.lower() in response.json()["detail"].lower()
+    detail = response.json()["detail"]
+    assert says.lower() in detail.lower()
+    assert str(PROJECT_ROOT) not in detail  # no server path (the avatars folder) in an error
     assert await active_sessions(http) == before
+
+
+async def test_a_path_outside_the_allowed_folders_is_refused_without_naming_them(http, degraded_url):
+    base = degraded_url.removeprefix(str(http.base_url).rstrip("/"))
+    response = await http.post(f"{base}/api/inference/start", json={"avatar_id": "default", "audio_path": "/etc/passwd"})
+    assert response.status_code == 403 and "source_dirs" in response.json()["detail"]
+    assert str(SOURCES) not in response.text
 
 
 async def test_avatar_create_and_list_from_a_server_side_video(http, degraded_url):

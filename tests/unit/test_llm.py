@@ -360,12 +360,14 @@ async def test_dify_error_event_raises(dify):
 
 
 async def test_dify_closing_early_stops_the_task(dify):
+    """The stop names the user the task was started for (one per session), or Dify refuses it
+    and the interrupted reply goes on generating there."""
     fake, llm = dify
-    stream = llm.stream([{"role": "user", "content": "endless"}])
+    stream = llm.stream([{"role": "user", "content": "endless"}], session="s9")
     async with aclosing(stream):
         assert await anext(stream) == "la "
     await asyncio.wait_for(fake.stop_seen.wait(), 5)
-    assert fake.stopped == [("task-1", {"user": "u1"})]
+    assert fake.stopped == [("task-1", {"user": "u1-s9"})]
 
 
 async def test_dify_rejected_key(serve, monkeypatch):

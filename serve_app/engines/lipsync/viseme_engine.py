@@ -53,8 +53,7 @@ class VisemeLipSyncEngine:
         folder = self.avatars_dir / avatar_id
         if not (folder / MANIFEST).is_file():
             known = ", ".join(self._candidates()) or "none"
-            raise KeyError(f"unknown avatar {avatar_id!r} in {self.avatars_dir}; "
-                           f"available: {known}")
+            raise KeyError(f"unknown avatar {avatar_id!r}; available: {known}")  # no server path
         return _load(folder)
 
     def avatar(self, avatar_id: str) -> Avatar:

@@ -138,7 +138,7 @@ class DifyLLM:
                 turn = (history[-1][0], _norm("".join(answer)))
                 self._remember(conversation_id, history[:-1] + [turn], session)
             if task_id and not finished:
-                self._stop(task_id)
+                self._stop(task_id, body["user"])
 
     def _http(self) -> httpx.AsyncClient:
         """One client (connection pool) per event loop, so that turns skip the TLS handshake."""
@@ -177,13 +177,14 @@ class DifyLLM:
             forgotten, _ = self._conversations.popitem(last=False)
             self._owners.pop(forgotten, None)
 
-    def _stop(self, task_id: str) -> None:
-        """Ask Dify to stop generating, in the background so that barge-in does not wait."""
+    def _stop(self, task_id: str, user: str) -> None:
+        """Ask Dify to stop generating, in the background so that barge-in does not wait.
+        `user` is the one the task was started for: Dify stops only its own user's tasks."""
 
         async def stop() -> None:
             try:
                 await self._http().post(
-                    f"{self.base_url}/chat-messages/{task_id}/stop", json={"user": self.user}
+                    f"{self.base_url}/chat-messages/{task_id}/stop", json={"user": user}
                 )
             except httpx.HTTPError:
                 pass  # best effort: the closed stream already ended our interest
