@@ -16,5 +16,7 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
   fi
   .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+  # Only for its face-mesh model files (Apache-2.0): never imported, so its pins do not apply.
+  .venv/bin/python -m pip install --quiet --no-deps "mediapipe==0.10.21"
   touch "$stamp"
 fi

@@ -8,10 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh piper,asr,llm,vad,voices,neural,cluster,test
-# Browser tests drive Debian's headless Chromium; the session store's tests a real redis-server.
+# Browser tests drive Debian's headless Chromium; the session store's tests a real redis-server;
+# the face tests judge mouths with dlib's 68-point model from libdlib-data.
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+[ -f /usr/share/dlib/shape_predictor_68_face_landmarks.dat ] || missing="$missing libdlib-data"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null

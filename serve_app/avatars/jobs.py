@@ -6,6 +6,7 @@ preparation decoding a 720p clip never slows the session actors or the lip-sync 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 import threading
@@ -14,8 +15,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from serve_app.avatars.face_points import shared_mesh
 from serve_app.avatars.prepare import AvatarExists, Encoder, prepare_avatar
 from serve_app.avatars.store import AvatarStore
+from serve_app.engines.lipsync.sprite import MANIFEST
 
 MAX_JOBS_KEPT = 50  # finished jobs remembered for GET /api/avatars/jobs/{id}
 MAX_QUEUED = 8  # jobs waiting or running; each queued upload holds its file on disk
@@ -34,6 +37,9 @@ class Job:
     stage: str = "queued"
     percent: float = 0.0
     error: str | None = None
+    # Stored frames where the face could not be read (covered by a hand, say): their mouth
+    # is never redrawn. Set when done.
+    hidden_frames: int | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
 
@@ -66,6 +72,7 @@ class AvatarJobs:
         AvatarStore(self.avatars_dir).sweep(older_than_s=2 * time_limit_s if time_limit_s else STALE_AFTER_S)
         self._time_limit_s = time_limit_s  # per job, from its start
         self._encoder = encoder  # the neural engine's reference latents, when one is configured
+        shared_mesh()  # at start-up: missing face-mesh models name their package now, not per job
         self._jobs: dict[str, Job] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._queue: asyncio.Queue | None = None
@@ -137,11 +144,12 @@ class AvatarJobs:
             job.stage, job.percent = stage, round(100 * max(0.0, min(1.0, fraction)), 1)
 
         try:
-            await asyncio.to_thread(
+            folder = await asyncio.to_thread(
                 prepare_avatar, source, job.avatar_id, self.avatars_dir,
                 name=name, progress=progress, cancelled=stop.is_set, encoder=self._encoder,
                 time_limit_s=self._time_limit_s,
             )
+            job.hidden_frames = len(json.loads((folder / MANIFEST).read_text())["landmarks_hidden"])
             job.state, job.stage, job.percent = "done", "done", 100.0
         except Exception as exc:  # AvatarError messages say what is wrong with the input
             job.state = job.stage = "cancelled" if stop.is_set() else "failed"

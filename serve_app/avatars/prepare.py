@@ -1,9 +1,11 @@
 """Turn a photo or a short video of a face into a photo/video avatar folder.
 
-Steps: read the source (sampled at 25 fps), find the face in every frame with OpenCV's Haar
-cascade (tracked near the last face, see _FaceTracker), smooth the boxes over time, pick one square crop around head and shoulders for the
-whole clip (a moving crop would make the background swim), and store the cropped frames, the
-face and mouth boxes and a feathered blend mask for the mouth. The format is documented in
+Steps: read the source (sampled at 25 fps), check it shows one face that can be animated
+(face_points.check_source), find the face in every frame with OpenCV's Haar cascade (tracked
+near the last face, see _FaceTracker), smooth the boxes over time, pick one square crop around
+head and shoulders for the whole clip (a moving crop would make the background swim), and
+store the cropped frames, their face-mesh points (face_points.FramePoints), the face and mouth
+boxes and a feathered blend mask for the mouth. The format is documented in
 avatars/README.md; serve_app.engines.lipsync.face renders it. For the neural engines it also
 stores a model-input crop per frame (neural/crops, with their boxes in the manifest) and, when
 given an encoder (MuseTalk's VAE), each crop's reference latents.
@@ -27,7 +29,9 @@ import av
 import cv2
 import numpy as np
 
+from serve_app.avatars.face_points import FaceProblem, FramePoints, check_source, shared_mesh, too_small
 from serve_app.engines.lipsync.base import FPS
+from serve_app.engines.lipsync.landmarks import INNER_LIP_BOTTOM, INNER_LIP_TOP, MOUTH_CORNERS, FaceMesh
 from serve_app.engines.lipsync.blink import find_eyes
 from serve_app.engines.lipsync.neural.crops import CROP_SIZE, LATENTS_FILE, crop_boxes, cut_crop, lower_face_mask
 
@@ -40,9 +44,8 @@ TRACK_MARGIN = 0.5  # the next frame's face is sought this many face widths arou
 TRACK_SIZES = (0.7, 1.4)  # ... at these sizes relative to it
 SMOOTH_FRAMES = 9  # moving-average window for the face boxes (0.36 s): removes Haar jitter
 JPEG_QUALITY = 92
-# The mouth box, relative to the face box (centre x, Haar box top y, width w): Haar boxes run
-# from the brows to the chin, and the lips sit about 0.8 of the way down.
-MOUTH_Y = 0.80
+LANDMARKS_FILE = "landmarks.npy"
+# The mouth box, in face widths around the lips' centre (from the face-mesh points).
 MOUTH_HALF_WIDTH = 0.22
 BOX_HALF_WIDTH = 0.36
 BOX_ABOVE, BOX_BELOW = 0.20, 0.36
@@ -74,20 +77,21 @@ def validate_id(avatar_id: object) -> str:
 def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str | None = None,
                    max_seconds: float = 20.0, size: int = 512, progress: Progress | None = None,
                    cancelled: Callable[[], bool] | None = None, encoder: Encoder | None = None,
-                   time_limit_s: float | None = None) -> Path:
+                   time_limit_s: float | None = None, mesh: FaceMesh | None = None) -> Path:
     """Prepare ``source`` (an image or a video) as avatar ``avatar_id``; returns its folder.
 
     ``progress(stage, fraction)`` is called for the stages "reading", "detecting", "writing"
     and, with an ``encoder``, "encoding"; ``cancelled()`` is polled between frames and raises
     AvatarCancelled when it returns True; past ``time_limit_s`` the preparation fails.
+    ``mesh``: the face-mesh models (default: this process's, loaded on first use).
     """
     source, avatars_dir = Path(source), Path(avatars_dir)
     validate_id(avatar_id)
     final = avatars_dir / avatar_id
     if final.exists():
-        raise AvatarExists(f"an avatar with id {avatar_id!r} already exists in {avatars_dir}")
+        raise AvatarExists(f"an avatar with id {avatar_id!r} already exists")
     if not source.is_file():
-        raise AvatarError(f"{source}: file not found")
+        raise AvatarError(f"{source.name}: file not found")
     report = progress or (lambda stage, fraction: None)
 
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
@@ -103,13 +107,13 @@ def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str
     tmp = avatars_dir / f".tmp-{avatar_id}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        _prepare(source, avatar_id, tmp, name or avatar_id, max_seconds, size, report, check, encoder)
+        _prepare(source, avatar_id, tmp, name or avatar_id, max_seconds, size, report, check, encoder,
+                 mesh or shared_mesh())
         try:
             os.rename(tmp, final)  # atomic on one filesystem; fails if a non-empty folder is there
         except OSError as e:
             if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise AvatarExists(f"an avatar with id {avatar_id!r} was created in "
-                                   f"{avatars_dir} meanwhile") from None
+                raise AvatarExists(f"an avatar with id {avatar_id!r} was created meanwhile") from None
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -118,13 +122,23 @@ def prepare_avatar(source: Path, avatar_id: str, avatars_dir: Path, *, name: str
 
 
 def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: float, size: int,
-             report: Progress, check: Callable[[], None], encoder: Encoder | None) -> None:
+             report: Progress, check: Callable[[], None], encoder: Encoder | None, mesh: FaceMesh) -> None:
+    try:
+        _prepare_face(source, avatar_id, out, name, max_seconds, size, report, check, encoder, mesh)
+    except FaceProblem as exc:
+        raise AvatarError(f"{source.name}: {exc}") from None
+
+
+def _prepare_face(source: Path, avatar_id: str, out: Path, name: str, max_seconds: float, size: int,
+                  report: Progress, check: Callable[[], None], encoder: Encoder | None, mesh: FaceMesh) -> None:
     reader = _Reader(source, max_seconds)
 
     # Pass 1: small grey copies of every frame, for the detector.
     grays, scale = [], 1.0
     for rgb, fraction in reader.frames():
         check()
+        if not grays:
+            check_source(mesh, rgb)  # one face, big enough, facing the camera
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_SIDE / min(h, w))
         small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
@@ -149,6 +163,7 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         raise AvatarError(f"no face found in {source.name}: {what}; use a well-lit, sharp "
                           "picture of one face looking at the camera")
     faces = _smooth(found)
+    too_small(float(np.median(faces[:, 2] - faces[:, 0])))
 
     # One crop for the whole clip, around the median face.
     fx0, fy0, fx1, fy1 = np.median(faces, axis=0)
@@ -159,24 +174,13 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
     faces = (faces - [cx0, cy0, cx0, cy0]) * k
     face_boxes = np.round(faces).astype(int)
 
-    # Mouth boxes share one size (the median face's), so one mask and one set of warps serve all.
-    fw = float(np.median(faces[:, 2] - faces[:, 0]))
-    bw, bh = round(2 * BOX_HALF_WIDTH * fw), round((BOX_ABOVE + BOX_BELOW) * fw)
-    bw, bh = min(bw, size), min(bh, size)
-    mx = (faces[:, 0] + faces[:, 2]) / 2
-    my = faces[:, 1] + MOUTH_Y * (faces[:, 3] - faces[:, 1])
-    bx0 = np.clip(np.round(mx - bw / 2), 0, size - bw).astype(int)
-    by0 = np.clip(np.round(my - BOX_ABOVE * fw), 0, size - bh).astype(int)
-    mouth_boxes = np.stack([bx0, by0, bx0 + bw, by0 + bh], axis=1)
-    mouth = [round(bw / 2), round(BOX_ABOVE * fw), round(MOUTH_HALF_WIDTH * fw)]
-    cv2.imwrite(str(out / "mask.png"), mouth_mask(bw, bh))
-
     # Pass 2: crop, scale and store the frames, and the neural engines' face crops.
     (out / "frames").mkdir()
     (out / "neural" / "crops").mkdir(parents=True)
     boxes = crop_boxes(face_boxes, (size, size))
     crops = []
     eyes = None  # a photo's eye boxes, for blinks
+    frame_points = FramePoints(mesh)
     for i, (rgb, _) in enumerate(reader.frames()):
         check()
         frame = cv2.resize(rgb[cy0:cy0 + side, cx0:cx0 + side], (size, size),
@@ -187,12 +191,29 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         if i == 0:
             cv2.imwrite(str(out / "thumbnail.png"), _thumbnail(bgr, face_boxes[0]))
             eyes = find_eyes(bgr, face_boxes[0]) if reader.is_image else None
+        frame_points.add(frame, face_boxes[i])
         crop = cut_crop(bgr, boxes[i])
         cv2.imwrite(str(out / "neural" / "crops" / f"{i:05d}.jpg"), crop,
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if encoder is not None:
             crops.append(crop)  # kept only for the encoder (a 20 s clip's crops are ~100 MB)
         report("writing", (i + 1) / n)
+    landmarks, hidden = frame_points.finish()
+    np.save(out / LANDMARKS_FILE, landmarks)
+
+    # Mouth boxes share one size (the median face's), so one mask serves all; each is centred
+    # on its frame's lips.
+    fw = float(np.median(faces[:, 2] - faces[:, 0]))
+    bw, bh = round(2 * BOX_HALF_WIDTH * fw), round((BOX_ABOVE + BOX_BELOW) * fw)
+    bw, bh = min(bw, size), min(bh, size)
+    mx = landmarks[:, MOUTH_CORNERS, 0].mean(axis=1)
+    my = landmarks[:, (INNER_LIP_TOP, INNER_LIP_BOTTOM), 1].mean(axis=1)
+    bx0 = np.clip(np.round(mx - bw / 2), 0, size - bw).astype(int)
+    by0 = np.clip(np.round(my - BOX_ABOVE * fw), 0, size - bh).astype(int)
+    mouth_boxes = np.stack([bx0, by0, bx0 + bw, by0 + bh], axis=1)
+    mouth = [round(bw / 2), round(BOX_ABOVE * fw), round(MOUTH_HALF_WIDTH * fw)]
+    cv2.imwrite(str(out / "mask.png"), mouth_mask(bw, bh))
+
     # The soft lower-face mask the engines blend their output through (crop coordinates).
     cv2.imwrite(str(out / "neural" / "mask.png"), np.rint(255 * lower_face_mask(CROP_SIZE)).astype(np.uint8))
     neural = {"boxes": boxes.tolist(), "crops": "neural/crops", "crop_size": CROP_SIZE, "mask": "neural/mask.png"}
@@ -220,6 +241,8 @@ def _prepare(source: Path, avatar_id: str, out: Path, name: str, max_seconds: fl
         "mouth_boxes": mouth_boxes.tolist(),
         "mouth": mouth,
         "mask": "mask.png",
+        "landmarks": LANDMARKS_FILE,
+        "landmarks_hidden": hidden,
         "thumbnail": "thumbnail.png",
         "voice": None,
         "neural": neural,

@@ -99,7 +99,7 @@ def test_photo_avatar_files_and_face_box(photo_avatar):
     assert (m["format"], m["kind"], m["id"], m["name"]) == (1, "photo", "astro", "Astronaut")
     assert m["size"] == [512, 512] and m["fps"] == 25 and m["n_frames"] == 1
     assert sorted(p.name for p in photo_avatar.iterdir()) == [
-        "frames", "manifest.json", "mask.png", "neural", "thumbnail.png"]
+        "frames", "landmarks.npy", "manifest.json", "mask.png", "neural", "thumbnail.png"]
     assert [p.name for p in (photo_avatar / "frames").iterdir()] == ["00000.jpg"]
     assert [p.name for p in (photo_avatar / "neural" / "crops").iterdir()] == ["00000.jpg"]
     neural_mask = cv2.imread(str(photo_avatar / "neural" / "mask.png"), cv2.IMREAD_GRAYSCALE)
@@ -147,9 +147,9 @@ def test_photo_talking_frames_differ_only_inside_the_mouth(photo_avatar):
     assert avatar.kind == "photo" and avatar.size == (512, 512)
     for v in ("D", "C", "B", "F"):
         assert_only_mouth_changes(avatar, 7, v)
-    # Closed shapes are the idle frame; a photo's idle frame is the same at every index where
-    # it does not blink.
-    assert np.array_equal(avatar.frame(3, "A"), avatar.idle_frame(3))
+    # The astronaut smiles with her lips apart: the closed shape (P B M) changes her mouth too,
+    # inside the box. A photo's idle frame is the same at every index where it does not blink.
+    assert_only_mouth_changes(avatar, 3, "A")
     open_eyes = [i for i in range(1200, 1300) if avatar._blinker.closedness(i) == 0]
     assert np.array_equal(avatar.idle_frame(0), avatar.idle_frame(open_eyes[-1]))
     # Wider visemes open wider: count the dark pixels of the inner mouth.

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import threading
 import zlib
-from dataclasses import dataclass
+from collections import OrderedDict
 from pathlib import Path
 from typing import NoReturn
 
 import cv2
 import numpy as np
 
+from serve_app.engines.lipsync import mouth_warp
 from serve_app.engines.lipsync.base import VISEMES
 from serve_app.engines.lipsync.blink import Blinker
 from serve_app.engines.lipsync.sprite import MANIFEST, read_manifest
@@ -29,18 +30,8 @@ SHAPES = {"A": (0.0, 1.0), "B": (0.25, 1.05), "C": (0.55, 1.0), "D": (1.0, 1.02)
           "X": (0.0, 1.0)}
 JAW_DROP = 0.75  # fully open ("D"): the lower lip drops this many mouth half-widths
 INNER = np.array([52, 18, 22], np.float32)  # RGB of the dark inside of the mouth
-
-
-@dataclass(frozen=True)
-class MouthShape:
-    """Precomputed per viseme for the avatar's mouth box size: out = p*keep + warped*mix + add,
-    where p is the idle patch and warped its remap."""
-
-    map_x: np.ndarray
-    map_y: np.ndarray
-    keep: np.ndarray  # 1 - mask
-    mix: np.ndarray  # mask * (1 - inner alpha)
-    add: np.ndarray  # mask * inner alpha * inner colour, +0.5 so truncation rounds
+LANDMARKS = 468  # face-mesh points per frame
+MAX_WARPS = 256  # landmark warps kept per avatar (~0.3 MB each at 512x512)
 
 
 class FaceAvatar:
@@ -89,8 +80,17 @@ class FaceAvatar:
             raise ValueError(f"{mask_path}: must be a {bw}x{bh} greyscale image, the size of "
                              "the mouth boxes")
         self._blinker = self._load_blinker(m.get("eye_boxes"), w, h)
-        self._shapes = {v: _shape(mask.astype(np.float32) / 255, mx, my, half_width, *SHAPES[v])
-                        for v in VISEMES if SHAPES[v][0] > 0}
+        self._mask = mask.astype(np.float32) / 255
+        self._landmarks = self._load_landmarks(m.get("landmarks"), n, w, h)
+        try:  # frames whose face could not be read (a hand over it): their mouth stays as filmed
+            self._hidden = frozenset(int(i) for i in m.get("landmarks_hidden", []))
+        except (TypeError, ValueError):
+            self._fail("'landmarks_hidden' must be a list of frame indices")
+        # Without landmarks (avatars prepared before them): one box-shaped warp per viseme.
+        self._shapes = {v: _shape(self._mask, mx, my, half_width, *SHAPES[v])
+                        for v in VISEMES if SHAPES[v][0] > 0} if self._landmarks is None else {}
+        self._warps: OrderedDict[tuple[int, str], mouth_warp.Warped | None] = OrderedDict()
+        self._warps_lock = threading.Lock()
         self.thumbnail_path: Path | None = None
         if m.get("thumbnail"):
             self.thumbnail_path = self._file(m["thumbnail"], "thumbnail")
@@ -111,10 +111,12 @@ class FaceAvatar:
         i = index % (2 * n - 2)
         return i if i < n else 2 * n - 2 - i
 
-    def frame(self, index: int, viseme: str, out: np.ndarray | None = None) -> np.ndarray:
-        """The frame for clock ``index`` with mouth ``viseme``: uint8 RGB (H, W, 3), a new array
-        (or ``out``, when given, filled in place)."""
-        if viseme not in SHAPES:
+    def frame(self, index: int, viseme: str | None, out: np.ndarray | None = None) -> np.ndarray:
+        """The frame for clock ``index`` with mouth ``viseme`` (None: the idle frame, mouth as
+        stored): uint8 RGB (H, W, 3), a new array (or ``out``, when given, filled in place).
+        With landmarks, "X" while talking is the relaxed closed mouth: a smile stored open
+        closes between words, and opens again when idle."""
+        if viseme is not None and viseme not in SHAPES:
             raise ValueError(f"unknown viseme {viseme!r}; expected one of {' '.join(VISEMES)}")
         src = self.source_index(index)
         idle = self._idle(src)
@@ -124,18 +126,37 @@ class FaceAvatar:
             out = idle.copy()
         else:
             np.copyto(out, idle)
-        shape = self._shapes.get(viseme)
+        x0, y0, x1, y1 = self._boxes[src]
+        if viseme is None:
+            shape = None
+        elif self._landmarks is not None:
+            shape = self._warp(src, viseme, idle[y0:y1, x0:x1])
+        else:
+            shape = self._shapes.get(viseme)
         if shape is not None:
-            x0, y0, x1, y1 = self._boxes[src]
-            patch = idle[y0:y1, x0:x1]
-            warped = cv2.remap(patch, shape.map_x, shape.map_y, cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-            mixed = patch * shape.keep + warped * shape.mix + shape.add
-            out[y0:y1, x0:x1] = mixed.astype(np.uint8)
+            out[y0:y1, x0:x1] = mouth_warp.render(idle[y0:y1, x0:x1], shape)
         return out
 
+    def _warp(self, src: int, viseme: str, patch: np.ndarray) -> mouth_warp.Warped | None:
+        """The landmark warp of stored frame `src` for `viseme`, kept for the frames used
+        lately (a photo's eight shapes stay; a clip's are made as its frames come round)."""
+        if src in self._hidden:
+            return None
+        key = (src, viseme)
+        with self._warps_lock:
+            if key in self._warps:
+                self._warps.move_to_end(key)
+                return self._warps[key]
+        x0, y0 = self._boxes[src][:2]
+        shape = mouth_warp.build(patch, self._mask, self._landmarks[src] - (x0, y0), viseme)
+        with self._warps_lock:
+            self._warps[key] = shape
+            while len(self._warps) > MAX_WARPS:
+                self._warps.popitem(last=False)
+        return shape
+
     def idle_frame(self, index: int) -> np.ndarray:
-        return self.frame(index, "X")
+        return self.frame(index, None)
 
     def stored_frame(self, src: int) -> np.ndarray:
         """Stored frame ``src`` as prepared (no blink), for model inputs; do not modify it."""
@@ -177,6 +198,22 @@ class FaceAvatar:
             self._fail(f"'eye_boxes' must be at least 4x4 and inside the {w}x{h} frame")
         return Blinker(boxes.tolist(), seed=zlib.crc32(self.id.encode()))
 
+    def _load_landmarks(self, name: object, n: int, w: int, h: int) -> np.ndarray | None:
+        """Face-mesh points per stored frame (float32 (n, 468, 2), frame pixels), when
+        preparation found them (avatars/README.md)."""
+        if name is None:
+            return None
+        path = self._file(name, "landmarks")
+        try:
+            points = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            self._fail(f"'landmarks' {name!r} is not a readable .npy file ({exc})")
+        if points.shape != (n, LANDMARKS, 2) or not np.isfinite(points).all():
+            self._fail(f"'landmarks' must hold ({n}, {LANDMARKS}, 2) finite points, got {points.shape}")
+        if points.min() < -w or points.max() > 2 * max(w, h):
+            self._fail("'landmarks' lie far outside the frame")
+        return points.astype(np.float32)
+
     def _fail(self, problem: str) -> NoReturn:
         raise ValueError(f"{self._manifest_path}: {problem}")
 
@@ -193,7 +230,7 @@ class FaceAvatar:
 
 
 def _shape(mask: np.ndarray, mx: int, my: int, half_width: int, openness: float,
-           width: float) -> MouthShape:
+           width: float) -> mouth_warp.Warped:
     """The warp and inner-mouth overlay for one viseme, in mouth-box pixels; the lips' centre
     is at (mx, my)."""
     h, w = mask.shape
@@ -224,4 +261,4 @@ def _shape(mask: np.ndarray, mx: int, my: int, half_width: int, openness: float,
         alpha = cv2.GaussianBlur(alpha, (5, 5), 0)
     m = mask[..., None]
     a = alpha[..., None]
-    return MouthShape(map_x, map_y, keep=1 - m, mix=m * (1 - a), add=m * a * INNER + 0.5)
+    return mouth_warp.Warped(map_x, map_y, keep=1 - m, mix=m * (1 - a), add=m * a * INNER + 0.5)
