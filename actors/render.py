@@ -29,6 +29,7 @@ from actors.errors import CapacityError, SessionNotFound
 from actors.speculation import Gate
 from actors.transports.file import FileOut
 from actors.turn import Turn, audio_chunks, single, synthesized
+from serve_app.config import private_dir
 from serve_app.engines.media import FPS
 from serve_app.engines.tts.base import AudioChunk
 from serve_app.events import Error
@@ -71,6 +72,11 @@ class _Work:
     voice: str | None
     task: asyncio.Task | None = None
 
+    def free(self) -> None:
+        """Drop the input (an uploaded file's decoded audio is up to ~14 MB) once it is of no
+        more use: the job's record stays for its status."""
+        self.text = self.pcm = None
+
 
 class RenderJobs:
     def __init__(self, stages: Any, folder: Path, *, ttl_s: float, max_queued: int, chunk_frames: int,
@@ -84,7 +90,7 @@ class RenderJobs:
         self._jobs: dict[str, _Work] = {}
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # what people had said, rendered: this user's alone
         for stale in folder.iterdir():  # a dead replica's files: nobody can ask for them any more
             if stale.is_dir() and time.time() - stale.stat().st_mtime > ttl_s:
                 shutil.rmtree(stale, ignore_errors=True)
@@ -123,6 +129,7 @@ class RenderJobs:
             raise SessionNotFound(f"no render {job_id!r}")
         if work.job.state not in DONE_STATES:
             work.job.enter("cancelled")
+            work.free()  # a queued job's audio goes now, not when its record expires
             if work.task is not None:
                 work.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -177,6 +184,7 @@ class RenderJobs:
             job.enter("failed")
         finally:
             job.finished = time.time()
+            work.free()
 
     async def _run_turn(self, work: _Work, out: FileOut) -> None:
         job = work.job

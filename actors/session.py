@@ -318,6 +318,9 @@ class SessionActor:
             raise SessionForbidden()
         self._last_activity = time.monotonic()
 
+    def _lifetime_left(self) -> float:
+        return self._settings.max_lifetime_s - (time.monotonic() - self._activated)
+
     def _rate_limit(self) -> None:
         """say, ask and PATCH: each may start work on the model replicas."""
         wait = self._turn_requests.take()
@@ -332,7 +335,7 @@ class SessionActor:
             raise SessionConflict("this session already has a peer connection; create a new session")
         self._answering = True  # before the first await: offers sent together get one peer
         try:
-            transport = WebRTCTransport(self, self._clock, ice_servers(self._settings.ice_servers, self.id),
+            transport = WebRTCTransport(self, self._clock, ice_servers(self._settings.ice_servers, self.id, self._lifetime_left()),
                                         self._settings.max_offer_candidates, self._settings.candidate_networks)
             answer = await transport.answer(sdp, sdp_type)  # a bad offer leaves nothing behind
         finally:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from serve_app.config import ConfigError, StoreSettings
+from serve_app.config import ConfigError, StoreSettings, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class EmbeddedStore:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # conversations: this user's alone
         db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)  # autocommit
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(self._SCHEMA)

@@ -6,7 +6,7 @@ Secrets never live here: a backend that needs one names the environment variable
 """
 from __future__ import annotations
 
-import tempfile
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from serve_app.engines.tts.base import VoiceStyle
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def state_dir() -> Path:
+    """Where the server keeps its files by default (the session store, renders): $DH_STATE_DIR,
+    else the user's XDG state folder. Not a fixed path under /tmp, where another local user
+    could make it first or read it."""
+    if explicit := os.environ.get("DH_STATE_DIR"):
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(xdg) / "digital-human"
+
+
+def private_dir(path: Path) -> Path:
+    """`path`, made if need be, readable by this user alone (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 SESSION_NAMESPACE = "digital_human"
 
 
@@ -39,6 +57,13 @@ class DeploymentOptions(_Strict):
 
     def as_options(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
+
+
+class IngressOptions(DeploymentOptions):
+    # Request slots per ingress replica. Long-lived requests hold one each for as long as they
+    # last, within limits.streams' bounds (46 by default): the rest stay free for short ones.
+    # Serve's default of 5 let six slow uploads stop the API.
+    max_ongoing_requests: int | None = 100
 
 
 class IceServer(_Strict):
@@ -366,6 +391,18 @@ class AvatarSettings(_Strict):
     jobs: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
+class StreamBound(_Strict):
+    """How many requests of one long-lived kind an ingress replica serves at once."""
+
+    total: int = Field(ge=1)
+    per_client: int = Field(ge=1)  # from one client address (an IPv6 /64): unauthenticated too
+
+
+STREAM_KINDS = ("websocket", "mjpeg", "download", "upload")
+DEFAULT_STREAMS = {"websocket": StreamBound(total=24, per_client=3), "mjpeg": StreamBound(total=12, per_client=2),
+                   "download": StreamBound(total=6, per_client=2), "upload": StreamBound(total=4, per_client=2)}
+
+
 class LimitSettings(_Strict):
     """Request bodies are refused by size before any route parses them (serve_app/limits.py).
     Avatar uploads are bounded by avatars.max_upload_mb instead."""
@@ -375,13 +412,34 @@ class LimitSettings(_Strict):
     body_kb: dict[str, float] = Field(
         default_factory=lambda: {"POST /api/sessions/{session_id}/offer": 256}
     )
+    # Long-lived requests each hold one of the ingress replica's request slots
+    # (ingress.max_ongoing_requests) for as long as they last: WebSocket relays, MJPEG
+    # viewers, render downloads and uploads (avatars, seed inference, renders). Each kind is
+    # bounded, in total and per client, well below the slots, so short requests always find
+    # one; beyond a bound the answer is 503 (total) or 429 (client) with Retry-After.
+    # Kinds left out keep these.
+    streams: dict[str, StreamBound] = Field(default_factory=lambda: dict(DEFAULT_STREAMS))
+    # A request body that arrives slower than this, once body_grace_s have passed, is cut off
+    # with 408: a trickling upload would hold its slot for as long as its sender likes.
+    min_body_kb_per_s: float = Field(16, gt=0)
+    body_grace_s: float = Field(5, gt=0)
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _known_kinds(cls, streams: Any) -> Any:
+        if not isinstance(streams, dict):
+            return streams
+        unknown = set(streams) - set(STREAM_KINDS)
+        if unknown:
+            raise ValueError(f"unknown kind(s) {', '.join(sorted(unknown))}; the kinds are {', '.join(STREAM_KINDS)}")
+        return {**DEFAULT_STREAMS, **streams}
 
 
 class RenderSettings(_Strict):
     """MP4 render jobs (POST /api/renders, python -m serve_app.render)."""
 
     # Finished files live here until ttl_s after they are done (on the Renders replica's node).
-    folder: Path = Path(tempfile.gettempdir()) / "digital-human-renders"
+    folder: Path = Field(default_factory=lambda: state_dir() / "renders")
     ttl_s: float = Field(3600.0, gt=0)
     max_queued: int = Field(4, ge=1)  # queued + running; more: 503 with Retry-After
     # The Renders replica runs at this CPU niceness (0-19): live sessions come first.
@@ -397,7 +455,7 @@ class StoreSettings(_Strict):
 
     backend: Literal["embedded", "redis"] = "embedded"
     # embedded: the file (relative paths are from the project root).
-    path: Path = Path(tempfile.gettempdir()) / "digital-human" / "sessions.sqlite3"
+    path: Path = Field(default_factory=lambda: state_dir() / "sessions.sqlite3")
     # redis: the environment variable holding the server's URL (redis://[:password@]host:port/db),
     # never the URL itself: it may carry a password.
     url_env: str = "DH_REDIS_URL"
@@ -429,7 +487,7 @@ class Profile(_Strict):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
-    ingress: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    ingress: IngressOptions = Field(default_factory=IngressOptions)
     session_manager: DeploymentOptions = Field(default_factory=DeploymentOptions)
     renders: RenderSettings = Field(default_factory=RenderSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

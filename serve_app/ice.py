@@ -27,16 +27,18 @@ def turn_rest_credential(secret: str, user: str, ttl_s: float, now: float | None
     return username, base64.b64encode(digest).decode()
 
 
-def ice_servers(servers: list[IceServer], user: str) -> list[dict[str, Any]]:
-    """`urls`, `username`, `credential` per server; secrets read from the environment now."""
+def ice_servers(servers: list[IceServer], user: str, lifetime_s: float | None = None) -> list[dict[str, Any]]:
+    """`urls`, `username`, `credential` per server; secrets read from the environment now.
+    `lifetime_s`: what is left of the session's life; an issued credential expires with it
+    (or sooner, at the server's `credential_ttl_s`), never after."""
     result = []
     for server in servers:
         entry: dict[str, Any] = {"urls": server.urls}
         if server.auth_secret_env:
             secret = os.environ.get(server.auth_secret_env, "")
             if secret:
-                entry["username"], entry["credential"] = turn_rest_credential(
-                    secret, user, server.credential_ttl_s)
+                ttl = server.credential_ttl_s if lifetime_s is None else min(server.credential_ttl_s, lifetime_s)
+                entry["username"], entry["credential"] = turn_rest_credential(secret, user, max(ttl, 0.0))
         else:
             if server.username:
                 entry["username"] = server.username

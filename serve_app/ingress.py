@@ -58,6 +58,13 @@ JOBS_RETRY_AFTER_S = 30  # avatar preparations queued to the limit: about one jo
 INFERENCE_ROUTE = "POST /api/inference/start"  # may carry an audio file
 RENDER_ROUTE = "POST /api/renders"  # likewise
 MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries, beside the file
+# The long-lived routes, by kind (limits.streams bounds each kind).
+STREAM_ROUTES = {
+    "websocket": ["WS /ws/sessions/{session_id}"],
+    "mjpeg": ["GET /api/sessions/{session_id}/mjpeg", "GET /api/stream/{session_id}"],
+    "download": ["GET /api/renders/{job_id}/video.mp4"],
+    "upload": [UPLOAD_ROUTE, INFERENCE_ROUTE, RENDER_ROUTE, "POST /api/avatar/create"],
+}
 
 
 ID_FIELD = {"min_length": 1, "max_length": 64}  # avatar, character and voice ids (SAFE_ID)
@@ -149,6 +156,11 @@ class Ingress:
             default_body_bytes=int(profile.limits.default_body_kb * 1024),
             admin_routes=[UPLOAD_ROUTE],  # checked before its (large) body is read
             admin_token_env=profile.avatars.admin_token_env,
+            stream_routes=STREAM_ROUTES,
+            stream_bounds={kind: limits.Bound(b.total, b.per_client) for kind, b in profile.limits.streams.items()},
+            client=lambda peer, forwarded: client_address(peer, forwarded, self._trusted_proxies),
+            min_body_bytes_per_s=profile.limits.min_body_kb_per_s * 1024,
+            body_grace_s=profile.limits.body_grace_s,
         )
         limits.install(self._limits)
 
@@ -215,6 +227,7 @@ class Ingress:
             "capacity": summary["capacity"],  # the cluster's session slots (sessions.slot_resource)
             "lipsync_cache": await self._lipsync.cache.remote(),  # of the replica that answered
             "request_limits": self._limits.stats.as_dict(),  # of the ingress replica that answered
+            "streams": self._limits.streams.held(),  # long-lived requests it holds now, by kind
             "message": "ok",  # the MuseTalk seed's health answer is {"status", "message"}
         }
 
@@ -376,7 +389,8 @@ class Ingress:
         created = await self._manager.create.remote(body.avatar, body.character, client)
         # Browsers need the TURN credential too: from the environment (never the YAML), and
         # with auth_secret_env one of their own that expires.
-        return {**created, "ice_servers": ice_servers(self._profile.sessions.ice_servers, created["session_id"])}
+        return {**created, "ice_servers": ice_servers(self._profile.sessions.ice_servers, created["session_id"],
+                                                              self._profile.sessions.max_lifetime_s)}
 
     @app.post("/api/sessions/{session_id}/offer")
     async def offer(

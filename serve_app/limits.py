@@ -1,10 +1,16 @@
 """Limits before work: an ASGI middleware that refuses request bodies by size before any
-route parses them, and admin routes by token before their body is read.
+route parses them, admin routes by token before their body is read, long-lived requests
+beyond their kind's bound, and bodies that arrive too slowly.
 
 A body is refused twice over: by its Content-Length at once (413, the body never read), and
 by counting the bytes as they stream in (chunked uploads that say no length): past the limit
-the read stops with a 413 and the connection is closed. `stats` counts what refused requests
-cost the replica, so an operator (and a test) can see that nothing was read to the end.
+the read stops with a 413 and the connection is closed. A body that falls behind the minimum
+rate (after a grace period) is cut off with a 408. `stats` counts what refused requests cost
+the replica, so an operator (and a test) can see that nothing was read to the end.
+
+Long-lived requests (WebSocket relays, MJPEG viewers, downloads, uploads) each hold a request
+slot of the replica while they last; `StreamGate` bounds each kind in total and per client, so
+that a few of them can never take the slots short requests need.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import hmac
 import json
 import os
 import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,9 +56,51 @@ class LimitStats:
                 "lingered_bytes": self.lingered_bytes}
 
 
+@dataclass(frozen=True)
+class Bound:
+    total: int
+    per_client: int
+
+
+class StreamGate:
+    """Long-lived requests held now, by kind and by client; `enter` admits one or says why not."""
+
+    RETRY_AFTER_S = 5
+
+    def __init__(self, bounds: Mapping[str, Bound]) -> None:
+        self._bounds = dict(bounds)
+        self._held: Counter[str] = Counter()
+        self._by_client: Counter[tuple[str, str | None]] = Counter()
+
+    def enter(self, kind: str, client: str | None) -> tuple[int, str] | None:
+        """None: admitted (call `leave` when it ends); else (status, why)."""
+        bound = self._bounds[kind]
+        if self._held[kind] >= bound.total:
+            return 503, f"this server is serving {bound.total} {kind} requests, the most it allows at once; retry later"
+        if self._by_client[kind, client] >= bound.per_client:
+            return 429, (f"this address already has {bound.per_client} {kind} request(s) open, the most allowed; "
+                         "close one first")
+        self._held[kind] += 1
+        self._by_client[kind, client] += 1
+        return None
+
+    def leave(self, kind: str, client: str | None) -> None:
+        self._held[kind] -= 1
+        self._by_client[kind, client] -= 1
+        if not self._by_client[kind, client]:
+            del self._by_client[kind, client]
+
+    def held(self) -> dict[str, int]:
+        return {kind: self._held[kind] for kind in self._bounds}
+
+
+Client = Callable[[str | None, list[str]], str | None]  # (peer, X-Forwarded-For lines) -> quota key
+
+
 class RequestLimits:
     """What the middleware enforces: a body limit per route (bytes), a default for the rest,
-    and the routes whose admin token is checked before their body is read."""
+    the routes whose admin token is checked before their body is read, the long-lived routes
+    by kind with their bounds, and the slowest a body may arrive."""
 
     def __init__(
         self,
@@ -58,12 +108,30 @@ class RequestLimits:
         default_body_bytes: int,
         admin_routes: list[str],
         admin_token_env: str,
+        stream_routes: Mapping[str, list[str]] | None = None,
+        stream_bounds: Mapping[str, Bound] | None = None,
+        client: Client | None = None,
+        min_body_bytes_per_s: float = 16 * 1024,
+        body_grace_s: float = 5.0,
     ) -> None:
         self._body = [(*route_pattern(route), limit) for route, limit in body_limits.items()]
         self._default = default_body_bytes
         self._admin = [route_pattern(route) for route in admin_routes]
         self._admin_env = admin_token_env
+        self._streams = [(*route_pattern(route), kind) for kind, routes in (stream_routes or {}).items()
+                         for route in routes]
+        self.streams = StreamGate(stream_bounds or {})
+        self.client = client or (lambda peer, forwarded: peer)
+        self.min_body_bytes_per_s = min_body_bytes_per_s
+        self.body_grace_s = body_grace_s
         self.stats = LimitStats()
+
+    def stream_kind(self, method: str, path: str) -> str | None:
+        """The long-lived kind of a request ("WS" for a WebSocket), or None for a short one."""
+        for m, regex, kind in self._streams:
+            if m == method and regex.match(path):
+                return kind
+        return None
 
     def body_limit(self, method: str, path: str) -> int:
         for m, regex, limit in self._body:
@@ -121,13 +189,38 @@ class LimitsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         limits = _installed
-        if scope["type"] != "http" or limits is None:
+        if scope["type"] not in ("http", "websocket") or limits is None:
             return await self.app(scope, receive, send)
-        method, path = scope["method"], scope["path"]
+        method = scope["method"] if scope["type"] == "http" else "WS"
+        path = scope["path"]
         root = scope.get("root_path", "")  # an app under a route prefix sees it in `path` too
         if root and path.startswith(root):
             path = path[len(root):] or "/"
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        kind = limits.stream_kind(method, path)
+        if kind is None:
+            return await self._limited(limits, scope, receive, send, method, path, dict(headers))
+        peer = scope["client"][0] if scope.get("client") else None
+        client = limits.client(peer, [v for k, v in headers if k == "x-forwarded-for"])
+        refusal = limits.streams.enter(kind, client)
+        if refusal is not None:
+            limits.stats.count(refusal[0], 0)
+            if scope["type"] == "websocket":
+                return await _refuse_socket(receive, send, refusal[1])
+            await _refuse(send, *refusal, retry_after=StreamGate.RETRY_AFTER_S)
+            return await _linger(receive, limits.stats)
+        try:
+            if scope["type"] == "websocket":
+                return await self.app(scope, receive, send)
+            return await self._limited(limits, scope, receive, send, method, path, dict(headers))
+        finally:
+            limits.streams.leave(kind, client)
+
+    async def _limited(self, limits: RequestLimits, scope: Scope, receive: Callable, send: Callable,
+                       method: str, path: str, headers: dict[str, str]) -> None:
+        """An HTTP request under the admin, body-size and body-rate limits."""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         refusal = limits.admin_refusal(method, path, headers.get("authorization"))
         if refusal is not None:
             limits.stats.count(403, 0)
@@ -140,19 +233,36 @@ class LimitsMiddleware:
             await _refuse(send, 413, too_large(limit))
             return await _linger(receive, limits.stats)
 
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         read = 0
+        body_done = False
         refused = False
 
         async def counted_receive() -> dict:
-            nonlocal read, refused
-            message = await receive()
+            nonlocal read, refused, body_done
+            if body_done:  # after the body: a disconnect, awaited for as long as the answer streams
+                return await receive()
+            # The next piece must come before the body falls behind the minimum rate.
+            due = started + limits.body_grace_s + read / limits.min_body_bytes_per_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, due - loop.time()))
+            except asyncio.TimeoutError:
+                limits.stats.count(408, read)
+                refused = True
+                rate = limits.min_body_bytes_per_s / 1024
+                raise HTTPException(408, f"the request body arrived slower than {rate:g} KB/s; send it faster",
+                                    headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 read += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if read > limit:
                     limits.stats.count(413, read)
                     refused = True
                     # FastAPI re-raises HTTPExceptions from the body read as they are.
                     raise HTTPException(413, too_large(limit), headers={"Connection": "close"})
+            else:
+                body_done = True
             return message
 
         await self.app(scope, counted_receive, send)
@@ -191,13 +301,24 @@ async def _linger(receive: Callable, stats: LimitStats) -> None:
     stats.lingered_bytes += drained
 
 
-async def _refuse(send: Callable, status: int, detail: str) -> None:
+async def _refuse(send: Callable, status: int, detail: str, retry_after: int | None = None) -> None:
     """Answer without reading the body; `Connection: close` so the rest is never read."""
     body = json.dumps({"detail": detail}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455's code for a server that is busy now
+
+
+async def _refuse_socket(receive: Callable, send: Callable, detail: str) -> None:
+    """Accept the WebSocket only to close it at once with 1013 and why: a refused handshake
+    tells a browser nothing."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": detail[:120]})

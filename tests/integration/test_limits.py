@@ -201,6 +201,76 @@ async def test_flooded_say_is_429_and_the_session_lives_on(app_url, bystander):
         await session.close()
 
 
+async def open_upload(app_url: str, path: str, total: int, first: bytes = b"x" * 100) -> _Recorder:
+    """A POST that declares `total` bytes, sends `first` and then waits: a slow upload."""
+    url = urlsplit(app_url)
+    _, conn = await asyncio.get_running_loop().create_connection(_Recorder, url.hostname, url.port)
+    head = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {total}",
+            "Content-Type: application/json"]
+    conn.transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + first)
+    return conn
+
+
+def status_of(conn: _Recorder) -> tuple[int, str]:
+    status, _, rest = conn.data.decode(errors="replace").partition("\r\n")
+    return int(status.split()[1]), rest
+
+
+async def test_a_body_slower_than_the_minimum_rate_is_cut_off_with_408(app_url, http, bystander):
+    """limits.min_body_kb_per_s (16) after limits.body_grace_s (5): 100 bytes of a declared
+    megabyte, then nothing."""
+    before = await refusal_stats(http)
+    conn = await open_upload(app_url, "/api/renders", MB)
+    try:
+        await asyncio.wait_for(asyncio.shield(conn.closed), 60)
+        code, rest = status_of(conn)
+        assert code == 408 and "slower than 16 KB/s" in rest, (code, rest)
+    finally:
+        conn.transport.close()
+    after = await refusal_stats(http)
+    assert after["refused"].get("408", 0) == before["refused"].get("408", 0) + 1
+
+
+async def test_slow_uploads_cannot_stop_the_api(app_url, http, bystander):
+    """Six uploads held open from one address (the issue's attack): two are let in
+    (limits.streams.upload.per_client), four are refused at once, and the API answers while
+    the two are held."""
+    held = [await open_upload(app_url, "/api/renders", MB) for _ in range(2)]
+    try:
+        async def upload_slots() -> int:
+            while (streams := (await http.get("/api/health")).json()["streams"])["upload"] < 2:
+                await asyncio.sleep(0.1)  # polling the server until both are in, not timing the test
+            return streams["upload"]
+
+        assert await asyncio.wait_for(upload_slots(), 10) == 2
+        refused = [await open_upload(app_url, "/api/renders", MB) for _ in range(4)]
+        for conn in refused:  # answered (and closed: Connection: close), though its body never comes
+            await asyncio.wait_for(asyncio.shield(conn.closed), 10)
+            code, rest = status_of(conn)
+            assert code == 429 and "already has 2 upload request(s) open" in rest and "retry-after" in rest.lower(), rest
+            conn.transport.close()
+        for _ in range(10):  # short requests are served while the uploads hold their slots
+            assert (await asyncio.wait_for(http.get("/api/health"), 10)).status_code == 200
+    finally:
+        for conn in held:
+            conn.transport.close()
+
+
+async def test_websockets_beyond_a_clients_bound_are_closed_with_1013(app_url, http, bystander):
+    import websockets
+
+    ws_url = app_url.replace("http://", "ws://") + f"/ws/sessions/{UNKNOWN}"
+    opened = [await websockets.connect(ws_url) for _ in range(3)]  # limits.streams.websocket.per_client
+    try:
+        async with websockets.connect(ws_url) as extra:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(extra.recv(), 10)
+        assert closed.value.rcvd.code == 1013 and "already has 3 websocket" in closed.value.rcvd.reason
+    finally:
+        for socket in opened:
+            await socket.close()
+
+
 async def test_bystander_kept_streaming_and_still_speaks(bystander):
     await assert_still_streams_and_speaks(bystander, "Still here after the limits.")
     assert not [e for e in bystander.received.events if e["type"] == "error"]

@@ -67,3 +67,20 @@ def test_character_without_id(tmp_path):
     (tmp_path / "x.yaml").write_text("name: X\n")
     with pytest.raises(ConfigError, match=r"x.yaml: id: Field required"):
         load_characters(tmp_path)
+
+
+def test_state_lives_in_a_private_folder_not_a_fixed_tmp_path(tmp_path, monkeypatch):
+    import stat
+
+    from serve_app.config import RenderSettings, StoreSettings, private_dir, state_dir
+
+    monkeypatch.delenv("DH_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_dir() == tmp_path / "xdg" / "digital-human"
+    assert StoreSettings().path.parent == RenderSettings().folder.parent == state_dir()
+    monkeypatch.setenv("DH_STATE_DIR", str(tmp_path / "mine"))
+    assert StoreSettings().path == tmp_path / "mine" / "sessions.sqlite3"
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    for folder in (private_dir(tmp_path / "new" / "renders"), private_dir(loose)):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

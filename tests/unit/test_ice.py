@@ -30,6 +30,19 @@ def test_each_session_gets_its_own_credential(monkeypatch):
     assert ice_servers([server], "a")[0]["credential"] != ice_servers([server], "b")[0]["credential"]
 
 
+def test_a_credential_expires_with_its_session(monkeypatch):
+    """The default credential_ttl_s (an hour) is longer than a session may live: what is left of
+    the session's life bounds it."""
+    import time
+
+    monkeypatch.setenv("TURN_SECRET", "north-wind")
+    server = IceServer(urls=["turn:t:3478"], auth_secret_env="TURN_SECRET")
+    now = time.time()
+    expiry = int(ice_servers([server], "a", lifetime_s=120)[0]["username"].split(":")[0])
+    assert now + 119 <= expiry <= now + 122
+    assert int(ice_servers([server], "a")[0]["username"].split(":")[0]) >= now + 3599  # no session bound given
+
+
 def test_static_credential_and_stun_only(monkeypatch):
     monkeypatch.setenv("TURN_PASS", "p4ss")
     servers = [IceServer(urls=["stun:s:3478"]),

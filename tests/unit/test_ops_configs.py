@@ -41,6 +41,21 @@ def test_the_rayservice_deploys_serve_gpu_yaml_with_the_autoscaler_on():
     assert len(images) == 1  # one image everywhere: replicas run the same code
 
 
+def test_the_ray_dashboard_is_reachable_by_the_kuberay_operator_alone():
+    """It accepts jobs (runs code). Only port 8000 is open to everyone; 8265 and the agent's
+    52365 to the operator's namespace; Ray's pods to each other."""
+    policy = yaml.safe_load((KUBERAY.parent / "networkpolicy.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = policy["spec"]["ingress"]
+    open_to_all = [r for r in rules if "from" not in r]
+    assert [p["port"] for r in open_to_all for p in r["ports"]] == [8000]
+    dashboard = [r for r in rules if any(p["port"] == 8265 for p in r.get("ports", []))]
+    assert len(dashboard) == 1 and all("namespaceSelector" in peer for peer in dashboard[0]["from"])
+    ray_pods = policy["spec"]["podSelector"]["matchLabels"]
+    peers = [r for r in rules if "ports" not in r]
+    assert [peer["podSelector"]["matchLabels"] for r in peers for peer in r["from"]] == [ray_pods]
+
+
 def test_the_dashboard_is_a_grafana_dashboard_on_a_chosen_prometheus():
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
