@@ -4,12 +4,12 @@ WebSocket heartbeats and a 2 s resume window)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-
-import pytest
 
 import json
 
+import pytest
 import websockets
 
 from serve_app.client import ApiError, AvatarSession, SocketSession
@@ -17,18 +17,27 @@ from serve_app.client import ApiError, AvatarSession, SocketSession
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-async def strict_url(app_url):
+@contextlib.asynccontextmanager
+async def strict_app(app_url: str, name: str, overrides: dict | None = None):
+    """tests/fixtures/strict.yaml (with `overrides`) deployed beside the main app at /`name`;
+    in a thread: the loop keeps serving the peers of sessions already open."""
     from ray import serve
 
     from serve_app.app import build_app
     from serve_app.local_cluster import run_app
 
-    # Deployed in a thread: the loop keeps serving the peers of sessions already open.
-    await asyncio.to_thread(run_app, build_app({"profile": "tests/fixtures/strict.yaml"}), "strict", "/strict",
-                            timeout_s=120)
-    yield f"{app_url}/strict"
-    await asyncio.to_thread(serve.delete, "strict")
+    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": overrides or {}})
+    await asyncio.to_thread(run_app, app, name, f"/{name}", timeout_s=120)
+    try:
+        yield f"{app_url}/{name}"
+    finally:
+        await asyncio.to_thread(serve.delete, name)
+
+
+@pytest.fixture(scope="module")
+async def strict_url(app_url):
+    async with strict_app(app_url, "strict") as url:
+        yield url
 
 
 async def refused(url: str, key: str | None) -> ApiError:
@@ -118,15 +127,8 @@ QUOTA_ONLY = {"sessions": {"create_token_env": None, "creations_per_min_per_clie
 
 @pytest.fixture(scope="module")
 async def quota_url(app_url):
-    from ray import serve
-
-    from serve_app.app import build_app
-    from serve_app.local_cluster import run_app
-
-    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": QUOTA_ONLY})
-    await asyncio.to_thread(run_app, app, "quota", "/quota", timeout_s=120)
-    yield f"{app_url}/quota"
-    await asyncio.to_thread(serve.delete, "quota")
+    async with strict_app(app_url, "quota", QUOTA_ONLY) as url:
+        yield url
 
 
 async def create_together(url: str, n: int) -> tuple[list[AvatarSession], list[ApiError]]:
@@ -162,15 +164,8 @@ NEEDS_ALL_CPU = {"sessions": {
 
 @pytest.fixture(scope="module")
 async def busy_url(app_url):
-    from ray import serve
-
-    from serve_app.app import build_app
-    from serve_app.local_cluster import run_app
-
-    app = build_app({"profile": "tests/fixtures/strict.yaml", "overrides": NEEDS_ALL_CPU})
-    await asyncio.to_thread(run_app, app, "busy", "/busy", timeout_s=120)
-    yield f"{app_url}/busy"
-    await asyncio.to_thread(serve.delete, "busy")
+    async with strict_app(app_url, "busy", NEEDS_ALL_CPU) as url:
+        yield url
 
 
 async def test_sessions_beyond_the_measured_capacity_get_503_until_one_ends(busy_url, http):
@@ -212,25 +207,18 @@ async def test_a_session_with_no_room_for_its_actor_gets_503_and_leaves_nothing(
     """No node can place the actor (it asks for more CPUs than the cluster has): the request
     waits start_timeout_s, then 503 with Retry-After, and the pending actor is gone."""
     import ray
-    from ray import serve
 
-    from serve_app.app import build_app
     from serve_app.config import SESSION_NAMESPACE
-    from serve_app.local_cluster import run_app
 
     overrides = {"sessions": {"warm_pool": 0, "actor_num_cpus": 64, "start_timeout_s": 2, "retry_after_s": 7,
                               "create_token_env": None, "max_sessions_per_client": None,
                               "creations_per_min_per_client": None}}
-    await asyncio.to_thread(run_app, build_app({"profile": "tests/fixtures/strict.yaml", "overrides": overrides}),
-                            "roomless", "/roomless", timeout_s=120)
-    try:
+    async with strict_app(app_url, "roomless", overrides) as url:
         before = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                   if a["namespace"] == SESSION_NAMESPACE}
-        error = await refused(f"{app_url}/roomless", None)
+        error = await refused(url, None)
         assert error.status == 503 and error.headers["Retry-After"] == "7"
         assert "no room for a new session within 2 s" in error.detail
         after = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == SESSION_NAMESPACE}
         assert after <= before  # the actor that never started was killed
-    finally:
-        await asyncio.to_thread(serve.delete, "roomless")
