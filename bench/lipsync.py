@@ -42,8 +42,9 @@ CHUNK = 5  # frames per chunk, as the profiles send
 ENGINES = ("wav2lip96", "wav2lip256", "musetalk")
 
 
-def weights(name: str, folder: Path) -> tuple[str, dict]:
-    """(backend, options) for `name`, with random weights written under `folder`."""
+def weights(name: str, folder: Path, tiny: bool = False) -> tuple[str, dict]:
+    """(backend, options) for `name`, with random weights written under `folder` (`tiny`: a
+    shrunken MuseTalk, for a dry run that only checks the benchmark works)."""
     if name.startswith("wav2lip"):
         from serve_app.engines.lipsync.neural.wav2lip import Wav2Lip, save_official_checkpoint
 
@@ -52,7 +53,7 @@ def weights(name: str, folder: Path) -> tuple[str, dict]:
         return "wav2lip", {"checkpoint": str(path)}
     from serve_app.engines.lipsync.neural.musetalk import write_random_weights
 
-    write_random_weights(folder / "musetalk", tiny=False)
+    write_random_weights(folder / "musetalk", tiny=tiny)
     return "musetalk", {"models_dir": str(folder / "musetalk")}
 
 
@@ -195,6 +196,8 @@ def main() -> None:
     p.add_argument("--wait", type=float, default=0.01, help="batch_wait_timeout_s")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-sessions", action="store_true")
+    p.add_argument("--tiny-musetalk", action="store_true", help="shrunken MuseTalk weights (a dry run)")
+    p.add_argument("--out", type=Path, help="also write the results JSON here")
     args = p.parse_args()
 
     import torch
@@ -211,7 +214,7 @@ def main() -> None:
         avatars = avatar(tmp)
         for name in args.engines.split(","):
             print(f"\n== {name}", flush=True)
-            backend, options = weights(name, tmp)
+            backend, options = weights(name, tmp, args.tiny_musetalk)
             engine = create_lipsync_engine(backend, avatars_dir=avatars, **options)
             result = model_throughput(engine, [int(b) for b in args.batches.split(",")], args.repeats)
             result["context_frames"], result["lookahead_frames"] = engine.context_frames, engine.lookahead_frames
@@ -229,6 +232,8 @@ def main() -> None:
             if gpu:
                 torch.cuda.empty_cache()
     out = write_results("lipsync", report)
+    if args.out:
+        args.out.write_text(out.read_text())
     print(f"\nwrote {out}")
 
 

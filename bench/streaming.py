@@ -170,7 +170,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--url")
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
-    run_against_server("streaming", parser.parse_args(), main_async)
+    # Every viewer here comes from this machine's one address: lift the per-client stream
+    # bounds (limits.streams) that would otherwise refuse the fourth WebSocket or MJPEG viewer.
+    one_address = {"limits": {"streams": {"websocket": {"total": 24, "per_client": 24},
+                                          "mjpeg": {"total": 12, "per_client": 12}}}}
+    run_against_server("streaming", parser.parse_args(), main_async, one_address)
 
 if __name__ == "__main__":
     main()

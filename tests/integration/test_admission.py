@@ -125,7 +125,7 @@ async def test_creation_needs_the_key_then_quota_and_rate_apply(strict_url):
 QUOTA_ONLY = {"sessions": {"create_token_env": None, "creations_per_min_per_client": None}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test: deleted as soon as it is done, so three apps never run beside the main one
 async def quota_url(app_url):
     async with strict_app(app_url, "quota", QUOTA_ONLY) as url:
         yield url

@@ -1,11 +1,16 @@
-"""Shared by the neural engine tests: a reply cut into chunks exactly as a session does it."""
+"""Shared by the neural engine tests: a reply cut into chunks exactly as a session does it,
+and the device they run on (`DH_TEST_DEVICE`, cpu by default; bench/gpu_check.sh sets cuda)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from serve_app.engines.media import OUTPUT_PER_FRAME
 from actors.reply_audio import ReplyAudio, ReplyChunk
 from serve_app.engines.lipsync.base import LipSyncChunk
+
+TEST_DEVICE = os.environ.get("DH_TEST_DEVICE", "cpu")
 
 
 def stream_reply(engine, audio48: np.ndarray, avatar_id: str, clock_frame: int = 0,

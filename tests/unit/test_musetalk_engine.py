@@ -19,7 +19,7 @@ from serve_app.engines.lipsync import create_lipsync_engine
 from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
 from serve_app.engines.lipsync.neural.musetalk import write_random_weights
 from serve_app.engines.lipsync.neural.weights import WeightsError
-from tests.unit.neural_support import stream_reply
+from tests.unit.neural_support import TEST_DEVICE, stream_reply
 
 torch.set_num_threads(1)
 
@@ -46,7 +46,7 @@ def avatars(tmp_path_factory, models) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(avatars, models):
-    return create_lipsync_engine("musetalk", avatars_dir=avatars, models_dir=str(models), device="cpu")
+    return create_lipsync_engine("musetalk", avatars_dir=avatars, models_dir=str(models), device=TEST_DEVICE)
 
 
 def speech(frames: int, seed: int = 0) -> np.ndarray:

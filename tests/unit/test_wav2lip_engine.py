@@ -19,7 +19,7 @@ from serve_app.engines.lipsync.base import SAMPLES_PER_FRAME, LipSyncChunk
 from serve_app.engines.lipsync.neural.avatar import NeuralAvatar
 from serve_app.engines.lipsync.neural.wav2lip import Wav2Lip, save_official_checkpoint
 from serve_app.engines.lipsync.neural.weights import WeightsError
-from tests.unit.neural_support import stream_reply
+from tests.unit.neural_support import TEST_DEVICE, stream_reply
 
 REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
@@ -53,7 +53,7 @@ def engine(avatars, tmp_path_factory):
         model.output_block[1].weight.mul_(10)
     path = tmp_path_factory.mktemp("weights") / "wav2lip_gan.pth"
     save_official_checkpoint(model, path)
-    return create_lipsync_engine("wav2lip", avatars_dir=avatars, checkpoint=str(path), device="cpu")
+    return create_lipsync_engine("wav2lip", avatars_dir=avatars, checkpoint=str(path), device=TEST_DEVICE)
 
 
 def speech(frames: int, seed: int = 0) -> np.ndarray:
