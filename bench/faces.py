@@ -89,13 +89,19 @@ def render(engine: VisemeLipSyncEngine, avatar_id: str, pcm: np.ndarray, visemes
     return np.concatenate(frames), statistics.median(per_frame)
 
 
-def vp8_round_trip(frames: np.ndarray) -> tuple[np.ndarray, float]:
-    """The frames after libvpx VP8 at 1 Mb/s and back, and the median encode ms per frame."""
-    h, w = frames.shape[1:3]
+def vp8_encoder(w: int, h: int, **options: str) -> av.CodecContext:
+    """libvpx VP8 at 1 Mb/s in real-time mode, as the WebRTC sessions send it."""
     encoder = av.CodecContext.create("libvpx", "w")
     encoder.width, encoder.height, encoder.pix_fmt = w, h, "yuv420p"
     encoder.bit_rate, encoder.framerate = 1_000_000, FPS
-    encoder.options = {"deadline": "realtime", "cpu-used": "8"}
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", **options}
+    return encoder
+
+
+def vp8_round_trip(frames: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frames after libvpx VP8 at 1 Mb/s and back, and the median encode ms per frame."""
+    h, w = frames.shape[1:3]
+    encoder = vp8_encoder(w, h)
     decoder = av.CodecContext.create("libvpx", "r")
     out, took = [], []
     for i, rgb in enumerate(frames):

@@ -93,10 +93,9 @@ def vp8_encode_ms() -> float:
     import av
     import numpy as np
 
-    encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width = encoder.height = 512
-    encoder.pix_fmt, encoder.bit_rate, encoder.framerate = "yuv420p", 1_000_000, 25
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "threads": "1"}
+    from bench.faces import vp8_encoder
+
+    encoder = vp8_encoder(512, 512, threads="1")
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (512, 512, 3), np.uint8)
     took = []

@@ -9,11 +9,10 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from serve_app.client import ApiError, AvatarSession
+from tests.integration.test_session_media import SILENCE_RMS
 
 pytestmark = pytest.mark.integration
 
-SPEECH_RMS = 300.0  # int16 scale, as in test_session_media.py
-SILENCE_RMS = 30.0
 LONG_TEXT = "This answer goes on for a long while, one sentence after another, so it cannot end by itself. " * 3
 
 
